@@ -1,0 +1,71 @@
+"""In-process tests of XCosModule: logged names, frozen teacher, optimizer split."""
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import torch
+
+from xcos_lightning.datamodules import SyntheticFacesDataModule
+from xcos_lightning.models import CosFace, GridBackbone, LearnedAttention
+from xcos_lightning.module import XCosModule
+from xcos_lightning.optim import JointOptimizer
+
+
+def _data(**kw) -> SyntheticFacesDataModule:
+    args = dict(num_train_identities=6, images_per_identity=4, num_val_identities=6, val_pairs=20, batch_size=4)
+    return SyntheticFacesDataModule(**{**args, **kw})
+
+
+def _trainer(tmp_path, **kw) -> L.Trainer:
+    args = dict(accelerator="cpu", max_steps=3, limit_val_batches=2, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    return L.Trainer(**{**args, **kw})
+
+
+def _module(num_classes=6, **kw) -> XCosModule:
+    return XCosModule(GridBackbone("tiny", grid_channels=8), num_classes=num_classes, **kw)
+
+
+def test_fit_logs_hierarchical_names(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=6, val_check_interval=3)
+    trainer.fit(_module(), datamodule=_data())
+    logged = set(trainer.logged_metrics)
+    for name in ("train/loss", "train/ce", "train/mse", "val/synth/acc_cos", "val/synth/acc_xcos",
+                 "val/synth/eer_threshold_xcos", "val/synth/tar_far1e-3_cos"):
+        assert name in logged, logged
+    assert trainer.global_step == 6  # one step per batch although two optimizers train
+
+
+def test_teacher_stays_frozen_in_eval_through_fit(tmp_path):
+    teacher_trainer = _trainer(tmp_path / "t", max_steps=2, enable_checkpointing=True)
+    teacher_trainer.fit(_module(xcos=False, lambda_ce=1.0), datamodule=_data())
+    ckpt = tmp_path / "teacher.ckpt"
+    teacher_trainer.save_checkpoint(ckpt)
+
+    module = _module(teacher=str(ckpt))
+    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    _trainer(tmp_path).fit(module, datamodule=_data())
+    assert not module.teacher.training
+    assert not any(m.training for m in module.teacher.modules())
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    # BatchNorm running statistics did not drift: the teacher never ran in train mode.
+    for k, v in module.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_optimizer_split_sgd_backbone_adam_attention(tmp_path):
+    module = _module(head=partial(CosFace, s=30.0, m=0.35), attention=LearnedAttention(8), milestones=[1],
+                     weight_decay=1e-3)
+    trainer = _trainer(tmp_path, max_epochs=2, max_steps=-1, limit_train_batches=2)
+    trainer.fit(module, datamodule=_data())
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, JointOptimizer)
+    sgd, adam = opt.optimizers
+    assert isinstance(sgd, torch.optim.SGD) and isinstance(adam, torch.optim.Adam)
+    assert {id(p) for p in adam.param_groups[0]["params"]} == {id(p) for p in module.model.attention.parameters()}
+    decay, no_decay = sgd.param_groups
+    assert decay["weight_decay"] == 1e-3 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim <= 1 for p in no_decay["params"])  # BN/PReLU/bias never decayed
+    assert sgd.param_groups[0]["lr"] == 0.1 * 0.1  # milestone at epoch 1 passed
+    assert adam.param_groups[0]["lr"] == 1e-3

@@ -1,0 +1,5 @@
+"""Train, validate or test an xCos model: ``python train.py fit --config configs/demo.yaml``."""
+from xcos_lightning.cli.train import main
+
+if __name__ == "__main__":
+    main()

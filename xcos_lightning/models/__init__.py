@@ -1,0 +1,12 @@
+"""Face networks: backbones (registry), grid head, margin heads, xCos attention, teacher."""
+from xcos_lightning.models.backbone import GridBackbone, GridHead, create_backbone
+from xcos_lightning.models.margins import ArcFace, CosFace, MarginHead
+from xcos_lightning.models.registry import create_trunk, list_trunks, register_trunk
+from xcos_lightning.models.teacher import Teacher
+from xcos_lightning.models.xcos import CorrelationAttention, LearnedAttention, UniformAttention
+from xcos_lightning.models.xcos_model import XCosModel
+
+__all__ = [
+    "ArcFace", "CorrelationAttention", "CosFace", "GridBackbone", "GridHead", "LearnedAttention", "MarginHead",
+    "Teacher", "UniformAttention", "XCosModel", "create_backbone", "create_trunk", "list_trunks", "register_trunk",
+]

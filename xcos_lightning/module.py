@@ -1,0 +1,164 @@
+"""``XCosModule``: the LightningModule. It wires injected parts together; the maths lives in ``models``."""
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xcos_lightning.metrics.verification import VerificationMetric
+from xcos_lightning.models.backbone import GridBackbone, grid_embedding
+from xcos_lightning.models.checkpoint import part_config
+from xcos_lightning.models.margins import ArcFace, MarginHead
+from xcos_lightning.models.teacher import Teacher
+from xcos_lightning.models.xcos import LearnedAttention
+from xcos_lightning.models.xcos_model import XCosModel
+from xcos_lightning.optim import JointOptimizer
+
+HeadFactory = Callable[[int, int], MarginHead]
+
+
+class XCosModule(L.LightningModule):
+    """Trains an xCos face model: margin loss on both faces of each pair + xCos regression to a teacher.
+
+    loss = lambda_ce * CE + (1 - lambda_ce) * MSE(xCos, teacher cosine); ``xcos=False`` trains the
+    ArcFace-only baseline (no attention, loss = CE), e.g. to export as a teacher.
+
+    Args:
+        backbone: trunk + grid head.
+        num_classes: training identities (linked from the datamodule by ``train.py``).
+        head: margin head factory ``(embedding_dim, num_classes) -> MarginHead``; default ArcFace s=64 m=0.5.
+        xcos: train the xCos branch. attention: its attention module (default learned, paper layout).
+        teacher: model SPEC of a frozen teacher (checkpoint of this framework or ``<format>:<path>``), or
+            ``"self"``: this model's own detached flattened-embedding cosine.
+        lambda_ce: weight of the identification loss (paper 0.5).
+        lr, momentum, weight_decay, milestones, gamma: SGD for backbone and head; no weight decay on
+            BatchNorm/PReLU/bias; lr multiplied by ``gamma`` at each epoch in ``milestones``.
+        attention_lr, attention_step, attention_gamma: Adam for the attention with StepLR (paper 8, 0.99).
+    """
+
+    def __init__(
+        self,
+        backbone: GridBackbone,
+        num_classes: int,
+        head: HeadFactory | None = None,
+        xcos: bool = True,
+        attention: nn.Module | None = None,
+        teacher: str = "self",
+        lambda_ce: float = 0.5,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        attention_lr: float = 1e-3,
+        attention_step: int = 8,
+        attention_gamma: float = 0.99,
+    ) -> None:
+        super().__init__()
+        if _from_cli():
+            self.save_hyperparameters()  # LightningCLI records each part as class_path + init_args
+        else:
+            self.save_hyperparameters(ignore=["backbone", "head", "attention"])
+            self.hparams["backbone"] = part_config(backbone)
+            self.hparams["attention"] = part_config(attention)
+        if xcos and attention is None:
+            attention = LearnedAttention(backbone.grid_channels)
+        self.model = XCosModel(backbone, attention if xcos else None)
+        self.head = (head or ArcFace)(backbone.embedding_dim, num_classes)
+        self.teacher = None if teacher == "self" else Teacher(_load_teacher(teacher))
+        self.val_metrics = nn.ModuleDict()
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        img_a, img_b = batch["img_a"], batch["img_b"]
+        labels = torch.cat([batch["label_a"], batch["label_b"]])
+        grids = self.model.grid(torch.cat([img_a, img_b]))
+        emb = grid_embedding(grids)
+        logits = self.head(emb, labels)
+        ce = F.cross_entropy(logits, labels)
+        loss, logs = ce, {"train/ce": ce, "train/id_acc": (logits.argmax(1) == labels).float().mean()}
+        if self.model.has_xcos:
+            grid_a, grid_b = grids.chunk(2)
+            _, _, xcos = self.model.maps_from_grids(grid_a, grid_b)
+            target = self._teacher_cosine(img_a, img_b, emb)
+            mse = F.mse_loss(xcos.float(), target.float())
+            loss = self.hparams.lambda_ce * ce + (1 - self.hparams.lambda_ce) * mse
+            logs["train/mse"] = mse
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at global step {self.global_step} "
+                f"(ce={ce.item()}); lower the learning rate or enable gradient clipping")
+        self.log_dict(logs, batch_size=img_a.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=img_a.shape[0])
+        return loss
+
+    def _teacher_cosine(self, img_a: Tensor, img_b: Tensor, emb: Tensor) -> Tensor:
+        if self.teacher is not None:
+            return self.teacher.pair_cosine(img_a, img_b)
+        ea, eb = emb.detach().chunk(2)
+        return F.cosine_similarity(ea.float(), eb.float(), dim=1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for module in (self.model.backbone, self.head):
+            for p in module.parameters():
+                # BatchNorm/PReLU weights and biases are 1-d: weight decay would only shrink them.
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        sgd = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, momentum=hp.momentum)
+        milestones = sorted(hp.milestones or [])
+        factors = [lambda epoch: hp.gamma ** sum(epoch >= m for m in milestones)] * 2
+        optimizers = [sgd]
+        if self.model.has_xcos:
+            optimizers.append(torch.optim.Adam(self.model.attention.parameters(), lr=hp.attention_lr))
+            factors.append(lambda epoch: hp.attention_gamma ** (epoch // hp.attention_step))
+        optimizer = JointOptimizer(optimizers)
+        # One scheduler, one factor per parameter group: MultiStep for SGD, StepLR for the attention.
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factors)}
+
+    # --------------------------------------------------------------- validation
+    def setup(self, stage: str) -> None:
+        names = getattr(self.trainer.datamodule, "val_set_names", None) or ["val"]
+        kinds = ["cos", "xcos"] if self.model.has_xcos else ["cos"]
+        for name in names:
+            if name not in self.val_metrics:
+                self.val_metrics[name] = nn.ModuleDict({k: VerificationMetric() for k in kinds})
+
+    def _set_name(self, dataloader_idx: int) -> str:
+        return list(self.val_metrics.keys())[dataloader_idx]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        scores = self.model.pair_scores(batch["img_a"], batch["img_b"], flip_tta=True)
+        for kind, metric in self.val_metrics[self._set_name(dataloader_idx)].items():
+            metric.update(scores[kind], batch["label"], batch["index"])
+
+    def on_validation_epoch_end(self) -> None:
+        stage = "test" if self.trainer.testing else "val"
+        for name, metrics in self.val_metrics.items():
+            for kind, metric in metrics.items():
+                if not metric.update_called:
+                    continue
+                values = metric.compute()
+                metric.reset()
+                for key in ("acc", "acc_std", "eer", "eer_threshold", "tar_far1e-3", "tar_far1e-4"):
+                    self.log(f"{stage}/{name}/{key}_{kind}", values[key], prog_bar=key == "acc")
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
+
+
+def _from_cli() -> bool:
+    """True while LightningCLI instantiates the module: it then records the parts as config, not objects."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is not None
+
+
+def _load_teacher(spec: str) -> nn.Module:
+    from xcos_lightning.models.spec import load_model
+
+    return load_model(spec)
