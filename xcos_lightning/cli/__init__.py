@@ -1,0 +1,1 @@
+"""xcos_lightning.cli"""

@@ -1,0 +1,70 @@
+"""Identity-folder training/test sets: ``root/<identity>/<image>`` (LFW, kz_celeb25, ORL, CASIA-style)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from xcos_lightning.datamodules.image_io import open_image, prepare, to_tensor
+from xcos_lightning.errors import DataFormatError
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _is_hidden(path: Path) -> bool:
+    # .DS_Store, ._foo.jpg, .ipynb_checkpoints: OS/tool metadata, never faces
+    return path.name.startswith(".")
+
+
+class IdentityFolderDataset(Dataset):
+    """Faces from ``root/<identity>/*``; identities sorted by folder name get labels ``0..K-1``.
+
+    Files directly under ``root`` (a ``pairs.txt``, a ``.rec``) are ignored; every non-hidden file inside
+    an identity folder must have an image extension PIL reads (any size; grayscale becomes 3 channels).
+    ``crop`` is the side in px of a centre crop taken before resizing to ``size``. ``transform`` maps a
+    uint8 RGB ``(size, size, 3)`` array to another one (training augmentation).
+    Items: ``(image float32 (3, size, size) in [0, 1] RGB, label int)``.
+    """
+
+    def __init__(self, root: str | Path, size: int = 112, crop: int | None = None,
+                 transform: Transform | None = None):
+        self.root, self.size, self.crop, self.transform = Path(root), size, crop, transform
+        if not self.root.is_dir():
+            raise DataFormatError(f"{self.root}: identity-folder root not found")
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not _is_hidden(p))
+        if not folders:
+            raise DataFormatError(f"{self.root}: no identity folders (expected root/<identity>/<image>)")
+        extensions = {ext.lower() for ext in Image.registered_extensions()}
+        paths, labels, empty, foreign = [], [], [], []
+        for label, folder in enumerate(folders):
+            files = sorted(p for p in folder.iterdir() if p.is_file() and not _is_hidden(p))
+            foreign += [p for p in files if p.suffix.lower() not in extensions]
+            empty += [] if files else [folder]
+            paths += files
+            labels += [label] * len(files)
+        if empty:
+            raise DataFormatError(f"{self.root}: {len(empty)} identity folders hold no images, e.g. "
+                                  f"{[str(p) for p in empty[:5]]}; remove them so labels stay contiguous")
+        if foreign:
+            raise DataFormatError(f"{self.root}: {len(foreign)} files in identity folders are not images, e.g. "
+                                  f"{[str(p) for p in foreign[:5]]}; move them out of the identity folders")
+        self.paths: list[Path] = paths
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = [p.name for p in folders]
+        self.num_classes = len(folders)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load_image(self, i: int) -> np.ndarray:
+        """Image ``i`` after crop/resize: uint8 RGB ``(size, size, 3)``."""
+        path = self.paths[i]
+        return prepare(open_image(path, str(path)), self.size, self.crop, where=str(path))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.load_image(i)
+        return to_tensor(self.transform(image) if self.transform else image), int(self.labels[i])

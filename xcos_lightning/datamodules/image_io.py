@@ -1,0 +1,90 @@
+"""Decode, crop, resize and encode face images; every reader of this package goes through here.
+
+Arrays are uint8 RGB ``(H, W, 3)``; tensors handed to models are float32 RGB ``(3, H, W)`` in ``[0, 1]``.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xcos_lightning.errors import DataFormatError
+
+# A corrupt header can claim a huge canvas that PIL would allocate before noticing the data is missing;
+# 64 Mpx is far above any face image and keeps a bad file from taking gigabytes of memory.
+MAX_PIXELS = 1 << 26
+# Formats that can be stored unchanged in a .rec/.bin: readers of those files (ours, insightface) decode them.
+STORABLE_FORMATS = ("JPEG", "PNG")
+
+
+def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
+    """(RGB image, stored format such as "JPEG"); any failure becomes a DataFormatError naming ``where``."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise DataFormatError(f"{where}: image claims {img.width}x{img.height} pixels, "
+                                      "more than a face image can have")
+            return img.convert("RGB"), img.format
+    except DataFormatError:
+        raise
+    except Exception as exc:  # PIL plugins raise many unrelated types on bad data (OSError, SyntaxError, ...)
+        raise DataFormatError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); "
+                              "re-export it as JPEG or PNG") from exc
+
+
+def open_image(source: bytes | Path, where: str) -> Image.Image:
+    """Decode encoded bytes or an image file (any format PIL reads, grayscale included) into RGB.
+
+    ``where`` names the file or record in the DataFormatError raised for undecodable data.
+    """
+    return _decode(source, where)[0]
+
+
+def prepare(img: Image.Image, size: int, crop: int | None = None,
+            crop_center: tuple[float, float] | None = None, where: str = "image") -> np.ndarray:
+    """Crop a ``crop`` x ``crop`` square around ``crop_center`` (default: image centre), resize to ``size``.
+
+    Returns uint8 RGB ``(size, size, 3)``. A crop box leaving the image raises instead of padding silently.
+    """
+    if crop is not None:
+        cx, cy = crop_center if crop_center is not None else (img.width / 2, img.height / 2)
+        left, top = round(cx - crop / 2), round(cy - crop / 2)
+        if left < 0 or top < 0 or left + crop > img.width or top + crop > img.height:
+            raise DataFormatError(
+                f"{where}: crop {crop} px around ({cx}, {cy}) leaves the {img.width}x{img.height} image; "
+                "pick a smaller crop or the right centre")
+        img = img.crop((left, top, left + crop, top + crop))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(img, dtype=np.uint8)  # a copy: transforms may write into it
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` -> float32 RGB ``(3, H, W)`` in ``[0, 1]``."""
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    chw /= 255.0
+    return torch.from_numpy(chw)
+
+
+def encode_image(image: np.ndarray, fmt: str = "JPEG", quality: int = 95) -> bytes:
+    """uint8 RGB ``(H, W, 3)`` -> encoded bytes (JPEG quality 95 as insightface's packers use, or PNG)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def encode_for_storage(source: bytes | Path, size: int, crop: int | None = None,
+                       crop_center: tuple[float, float] | None = None, where: str = "image",
+                       fmt: str = "JPEG") -> bytes:
+    """Encoded bytes of the ``size`` x ``size`` face for a .rec/.bin.
+
+    The original bytes are kept when nothing changes (no crop, already ``size`` x ``size``, JPEG/PNG), so
+    packing an aligned set costs no re-compression; otherwise the prepared image is encoded as ``fmt``.
+    """
+    img, stored_format = _decode(source, where)
+    if crop is None and img.size == (size, size) and stored_format in STORABLE_FORMATS:
+        return source if isinstance(source, bytes) else Path(source).read_bytes()
+    return encode_image(prepare(img, size, crop, crop_center, where), fmt)

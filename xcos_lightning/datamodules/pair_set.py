@@ -1,0 +1,91 @@
+"""Verification pair sets (LFW, CFP-FP, AgeDB-30, ...) from ``.bin`` files or ``pairs.txt`` + folders."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from xcos_lightning.datamodules.image_io import encode_for_storage, open_image, prepare, to_tensor
+from xcos_lightning.errors import VerificationSetError
+
+Source = bytes | Path
+
+
+class PairSet(Dataset):
+    """``N`` image pairs: ``sources[2i]``, ``sources[2i+1]`` (encoded bytes or file paths), ``labels[i]``.
+
+    ``labels`` is bool ``(N,)``, True = genuine (same identity). Each image is centre-cropped to a
+    ``crop`` x ``crop`` square around ``crop_center`` (default: image centre) if ``crop`` is set, then
+    resized to ``size``. Items: ``{"img_a", "img_b": float32 (3, size, size) RGB in [0, 1],
+    "label": bool tensor (), "index": int}``.
+    """
+
+    def __init__(self, sources: Sequence[Source], labels: Sequence[bool] | np.ndarray, name: str,
+                 size: int = 112, crop: int | None = None, crop_center: tuple[float, float] | None = None):
+        self.sources = [s if isinstance(s, bytes) else Path(s) for s in sources]
+        self.labels = np.asarray(labels, dtype=bool).reshape(-1)
+        self.name, self.size, self.crop, self.crop_center = name, size, crop, crop_center
+        if len(self.sources) != 2 * len(self.labels):
+            raise VerificationSetError(f"{name}: {len(self.sources)} images for {len(self.labels)} pairs; "
+                                       "a pair set needs exactly two images per label")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def describe(self, j: int) -> str:
+        """Human-readable name of image ``j`` (``2i`` or ``2i+1``) for error messages."""
+        source = self.sources[j]
+        return f"{self.name}: pair {j // 2} image {j % 2} ({source if isinstance(source, Path) else 'bytes'})"
+
+    def load_image(self, j: int) -> np.ndarray:
+        """Image ``j`` after crop/resize: uint8 RGB ``(size, size, 3)``."""
+        where = self.describe(j)
+        return prepare(open_image(self.sources[j], where), self.size, self.crop, self.crop_center, where)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"img_a": to_tensor(self.load_image(2 * i)), "img_b": to_tensor(self.load_image(2 * i + 1)),
+                "label": torch.tensor(bool(self.labels[i])), "index": i}
+
+    def self_pairs(self) -> np.ndarray:
+        """bool ``(N,)``: pair pairs an image with itself (same bytes or same path)."""
+        return np.asarray([self.sources[2 * i] == self.sources[2 * i + 1] for i in range(len(self))], dtype=bool)
+
+    def problems(self) -> list[str]:
+        """Reasons this set cannot measure verification; empty when it can."""
+        genuine, n = int(self.labels.sum()), len(self)
+        found = []
+        if n == 0:
+            found.append("it holds no pairs")
+        elif genuine == n:
+            found.append(f"all {n} pairs are marked genuine (no impostor pairs)")
+        elif genuine == 0:
+            found.append(f"all {n} pairs are marked impostor (no genuine pairs)")
+        self_pairs = self.self_pairs()
+        if self_pairs.any():
+            first = np.flatnonzero(self_pairs)[:5].tolist()
+            found.append(f"{int(self_pairs.sum())} of {n} pairs pair an image with itself (first pairs: {first})")
+        return found
+
+    def check(self) -> "PairSet":
+        """Raise VerificationSetError listing every problem; returns ``self`` so loaders can chain it."""
+        found = self.problems()
+        if found:
+            raise VerificationSetError(f"{self.name}: cannot measure verification: " + "; ".join(found)
+                                       + ". Fix the pair list (or pass check=False to inspect it).")
+        return self
+
+    def save_bin(self, path: str | Path, fmt: str = "JPEG") -> Path:
+        """Write an insightface ``.bin``: pickle of (2N encoded ``size`` x ``size`` images, N bools).
+
+        Images that need no crop/resize keep their original bytes; the others are encoded as ``fmt``.
+        """
+        images = [encode_for_storage(s, self.size, self.crop, self.crop_center, self.describe(j), fmt)
+                  for j, s in enumerate(self.sources)]
+        path = Path(path)
+        with open(path, "wb") as f:
+            pickle.dump((images, [bool(x) for x in self.labels]), f, protocol=4)
+        return path
