@@ -1,0 +1,183 @@
+"""The call shape every explainer shares: a batch of pairs in, a ``PairExplanation`` out.
+
+Each method produces, per image, non-negative evidence for similarity (``pos``) and dissimilarity
+(``neg``), unnormalised (``SideMaps``). Most methods get both from one signed map (its positive and
+negative parts); Grad-CAM++ and xSSAB compute them separately. The base class normalises them the same
+way for every method.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xcos_lightning.errors import DataFormatError
+
+EmbedFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class PairExplanation:
+    """Maps explaining a batch of B pairs (A, B) at input resolution H x W.
+
+    ``sim_* = pos_* / max(pos_*)`` and ``dis_* = neg_* / max(neg_*)``, the maximum taken per pair over
+    that one map (an all-zero map stays all zero): each of the four maps is ``(B, H, W)`` in ``[0, 1]``
+    with its peak at 1, and its pixel ranking (what deletion/insertion use) is the method's own.
+    ``raw_* = pos_* - neg_*`` keeps the signed, method-specific magnitudes; for methods with one signed
+    map it is that map (``pos = relu(raw)``, ``neg = relu(-raw)``).
+
+    Attributes:
+        sim_a, dis_a, sim_b, dis_b: ``(B, H, W)`` float in ``[0, 1]``.
+        raw_a, raw_b: ``(B, H, W)`` signed float in method units (correlation, score change, ...).
+        score: ``(B,)`` cosine of the clean pair in ``[-1, 1]`` (xCos: the xCos score).
+        method: registered name of the explainer.
+        seconds: wall time of the whole call.
+        threshold: decision threshold the explainer used, if any.
+        extras: method-specific tensors (e.g. xCos grids ``S``, ``W``).
+    """
+
+    sim_a: Tensor
+    dis_a: Tensor
+    sim_b: Tensor
+    dis_b: Tensor
+    raw_a: Tensor
+    raw_b: Tensor
+    score: Tensor
+    method: str
+    seconds: float
+    threshold: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class SideMaps(NamedTuple):
+    """Unnormalised evidence for one image of each pair: ``pos``, ``neg`` ``(B, H, W)``, both >= 0."""
+
+    pos: Tensor
+    neg: Tensor
+
+    @classmethod
+    def from_signed(cls, raw: Tensor) -> "SideMaps":
+        """Split a signed map ``(B, H, W)`` into its positive and negative parts."""
+        return cls(raw.clamp_min(0), (-raw).clamp_min(0))
+
+    def normalised(self, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
+        """(sim, dis, raw): ``pos`` and ``neg`` scaled to peak 1 per pair, and ``pos - neg``."""
+
+        def unit_peak(m: Tensor) -> Tensor:
+            return m / m.amax(dim=(1, 2), keepdim=True).clamp_min(eps)
+
+        return unit_peak(self.pos), unit_peak(self.neg), self.pos - self.neg
+
+
+@contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Autograd on even under an outer ``torch.inference_mode()`` (Lightning validation).
+
+    ``enable_grad`` alone does not leave inference mode; tensors passed in from it must still be
+    cloned inside this block before they can take part in a graph.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+class Explainer:
+    """Base explainer. Subclasses implement ``_side`` (or ``_explain`` when the model is not an embedder).
+
+    Args:
+        embed_fn: callable (e.g. an ``nn.Module`` in eval mode) mapping images ``(B, 3, H, W)`` in
+            ``[0, 1]`` to embeddings ``(B, D)``. Samples must not interact (BatchNorm in eval mode).
+        threshold: decision threshold on the cosine; used by threshold-aware methods, reported by all.
+        batch_size: images per forward pass when a method evaluates many perturbed copies (CPU: ~8
+            gives the best per-image throughput; GPU: as large as memory allows).
+        bf16: run forwards under bfloat16 autocast (~1e-2 score noise). Fast on GPUs and on CPUs with
+            native bf16 (AVX512-BF16/AMX); emulated and several times slower on plain AVX2 CPUs.
+        channels_last: feed images in channels-last memory format (pair it with
+            ``model.to(memory_format=torch.channels_last)``).
+
+    Use as a context manager (``with GradCAM(...) as cam:``) to release hooks and cached masks.
+    """
+
+    name = "base"
+
+    def __init__(self, embed_fn: EmbedFn | None, threshold: float | None = None, *, batch_size: int = 64,
+                 bf16: bool = False, channels_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.embed_fn = embed_fn
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.bf16 = bf16
+        self.channels_last = channels_last
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._cache: dict[Any, Any] = {}
+
+    def __call__(self, img_a: Tensor, img_b: Tensor) -> PairExplanation:
+        """Explain pairs ``img_a[i]`` vs ``img_b[i]``: both ``(B, 3, H, W)`` float in ``[0, 1]``."""
+        _check_pair(img_a, img_b)
+        start = time.perf_counter()
+        side_a, side_b, score, extras = self._explain(img_a, img_b)
+        if score.is_cuda:
+            torch.cuda.synchronize(score.device)  # kernels run asynchronously: time them, not their launch
+        sim_a, dis_a, raw_a = side_a.normalised()
+        sim_b, dis_b, raw_b = side_b.normalised()
+        return PairExplanation(sim_a, dis_a, sim_b, dis_b, raw_a, raw_b, score, self.name,
+                               time.perf_counter() - start, self.threshold, extras)
+
+    def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
+        """Evidence maps of both images, clean scores ``(B,)`` and method extras."""
+        with torch.no_grad():
+            emb_a, emb_b = self.embed(img_a), self.embed(img_b)
+        score = F.cosine_similarity(emb_a, emb_b, dim=1)
+        return self._side(img_a, emb_b, score), self._side(img_b, emb_a, score), score, {}
+
+    def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+        """Evidence for images ``x`` ``(B, 3, H, W)`` against fixed partner embeddings ``(B, D)``.
+
+        ``score`` ``(B,)`` is the clean pair cosine.
+        """
+        raise NotImplementedError
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Embeddings ``(B, D)`` of images ``(B, 3, H, W)``, honouring ``bf16``/``channels_last``.
+
+        At least float32 (bf16 outputs are upcast so scores are not rounded to 3 digits).
+        """
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            emb = self.embed_fn(x)
+        return emb.to(torch.promote_types(emb.dtype, torch.float32))
+
+    def _cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def release(self) -> None:
+        """Remove hooks and drop cached tensors (mask sets)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._cache.clear()
+
+    def __enter__(self) -> "Explainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _check_pair(img_a: Tensor, img_b: Tensor) -> None:
+    for name, img in (("img_a", img_a), ("img_b", img_b)):
+        if img.ndim != 4 or img.shape[1] != 3 or not img.is_floating_point():
+            raise DataFormatError(f"{name} must be float RGB (B, 3, H, W) in [0, 1], got {tuple(img.shape)} "
+                                  f"{img.dtype}; convert images with .float() / 255 and stack them")
+    if img_a.shape != img_b.shape:
+        raise DataFormatError(f"img_a {tuple(img_a.shape)} and img_b {tuple(img_b.shape)} must have the same "
+                              "shape: resize both faces to the model's template (112x112)")

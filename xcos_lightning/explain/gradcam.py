@@ -1,0 +1,93 @@
+"""Grad-CAM and Grad-CAM++ adapted to verification: the target is the cosine to the fixed partner.
+
+Similarity target: ``cos(f(x), e_partner.detach())``; dissimilarity target: ``1 - cos`` (same gradients
+as ``-cos``). One backward pass serves both, since the dissimilarity gradients are the negated ones.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xcos_lightning.explain.base import EmbedFn, Explainer, SideMaps, gradients_enabled
+from xcos_lightning.explain.registry import register_explainer
+
+
+@register_explainer("gradcam")
+class GradCAM(Explainer):
+    """Grad-CAM on ``target_layer`` (the last 7x7 conv block), once per side, bilinearly upsampled.
+
+    Channel weights are spatial means of the gradients, so the map for ``1 - cos`` is exactly minus the
+    map for ``cos``: similarity = ReLU of the signed map, dissimilarity = ReLU of its negation. Raw maps
+    are ``sum_c w_c A_c`` in activation x gradient units.
+
+    A forward hook on ``target_layer`` lives from construction (or the next call after a release) until
+    ``release()`` / the end of a ``with`` block; it stores activations only during this explainer's own
+    forwards, so the model's other forwards keep nothing alive.
+
+    Args:
+        embed_fn: the embedding model (its forward must run ``target_layer``); eval mode.
+        target_layer: module whose output ``(B, C, h, w)`` is explained.
+        threshold, batch_size, bf16, channels_last: as ``Explainer``.
+    """
+
+    def __init__(self, embed_fn: EmbedFn, target_layer: nn.Module, threshold: float | None = None, **kwargs) -> None:
+        super().__init__(embed_fn, threshold, **kwargs)
+        self.target_layer = target_layer
+        self._recording = False
+        self._activation: Tensor | None = None
+        self._hook()
+
+    def _hook(self) -> None:
+        if not self._handles:
+            self._handles.append(self.target_layer.register_forward_hook(self._store_activation))
+
+    def _store_activation(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if self._recording:
+            self._activation = output
+
+    def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+        self._hook()
+        with gradients_enabled():
+            # Clones turn tensors made under an outer inference_mode into graph-capable ones.
+            x, partner = x.clone().requires_grad_(True), partner.clone()
+            self._recording = True
+            try:
+                emb = self.embed(x)
+                activation = self._activation
+            finally:
+                self._recording, self._activation = False, None
+            if activation is None:
+                raise RuntimeError("target_layer did not run during embed_fn(x): pass a layer of this model")
+            target = F.cosine_similarity(emb, partner, dim=1).sum()  # samples are independent in eval mode
+            (grads,) = torch.autograd.grad(target, activation)
+        pos, neg = self._cams(activation.detach().float(), grads.float())
+        return SideMaps(*(F.interpolate(m[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+                          for m in (pos, neg)))
+
+    def _cams(self, activation: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
+        """(similarity, dissimilarity) CAMs ``(B, h, w)`` >= 0 from activations and d cos / d A ``(B, C, h, w)``."""
+        signed = (grads.mean(dim=(2, 3), keepdim=True) * activation).sum(1)
+        return signed.clamp_min(0), (-signed).clamp_min(0)
+
+
+@register_explainer("gradcampp")
+class GradCAMPlusPlus(GradCAM):
+    """Grad-CAM++ (Chattopadhay et al., closed-form alphas for an exponential target) per target.
+
+    The alphas depend on the sign of the gradients' cube, so ``cos`` and ``1 - cos`` get genuinely
+    different CAMs; ``raw = sim_cam - dis_cam``.
+    """
+
+    def _cams(self, activation: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
+        return self._cam_pp(activation, grads), self._cam_pp(activation, -grads)
+
+    @staticmethod
+    def _cam_pp(activation: Tensor, grads: Tensor) -> Tensor:
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denominator = 2 * g2 + activation.sum(dim=(2, 3), keepdim=True) * g3
+        alphas = torch.where(grads != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
+        weights = (alphas * grads.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+        return (weights * activation).sum(1).clamp_min(0)
