@@ -1,0 +1,147 @@
+"""``explain.py verify`` end to end: the real pretrained MobileFaceNet on real kz_celeb25 test faces,
+an xCos checkpoint, the scoring engine, and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from xcos_lightning.cli.explain import main
+from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.errors import ModelSpecError, VerificationSetError
+from xcos_lightning.evaluate import embed_pairs, pair_scores, score_pair_set
+from xcos_lightning.models import GridBackbone
+from xcos_lightning.module import XCosModule
+
+REPO = Path(__file__).resolve().parents[2]
+PAIRS = 20  # 10 genuine + 10 impostor: the fewest 10-fold accuracy allows, times two
+
+
+def kz_pairs(shared_dir: Path) -> PairSet:
+    """Alternating genuine (images 0, 1 of identity k) / impostor (image 2 of identities k, k+1) pairs."""
+    folders = sorted(p for p in (shared_dir / "data/kz_celeb25/testing").iterdir() if p.is_dir())
+    images = [sorted(f.glob("*.jpg")) for f in folders]
+    sources, labels = [], []
+    for k in range(PAIRS // 2):
+        sources += [images[k][0], images[k][1], images[k][2], images[k + 1][2]]
+        labels += [True, False]
+    return PairSet(sources, labels, "kz_test", size=112)
+
+
+@pytest.fixture
+def kz_bin(shared_dir, tmp_path) -> Path:
+    return kz_pairs(shared_dir).save_bin(tmp_path / "kz_test.bin")
+
+
+@pytest.fixture
+def mobilefacenet(shared_dir) -> str:
+    return f"mobilefacenet:{shared_dir / 'weights/mobilefacenet_128d.pt'}"
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def lfw_subset(shared_dir: Path, tmp_path: Path) -> str:
+    """SPEC of the first 10 matched and 10 mismatched pairs of LFW's pairs.txt, alternating."""
+    lines = (shared_dir / "data/lfw/pairs.txt").read_text().splitlines()[1:]
+    matched, mismatched = [x for x in lines if len(x.split()) == 3], [x for x in lines if len(x.split()) == 4]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(x for k in range(PAIRS // 2) for x in (matched[k], mismatched[k])) + "\n")
+    return f"pairs:{shared_dir / 'data/lfw'}:{pairs}"
+
+
+def test_pretrained_mobilefacenet_on_real_lfw_pairs(shared_dir, tmp_path, mobilefacenet, capsys):
+    spec = lfw_subset(shared_dir, tmp_path)
+    # --crop 120: the lfw: protocol (120 px around the centre (125, 125) of the 250x250 images)
+    code = main(["verify", "--model", mobilefacenet, "--data", spec, "--crop", "120", "--json", "--num-workers", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = last_json(out)
+    assert result["model"] == mobilefacenet
+    assert set(result[spec]) == {"cos"}  # a plain embedding model has no xcos score
+    metrics = result[spec]["cos"]
+    assert set(metrics) == {"acc", "acc_std", "threshold", "eer", "eer_threshold", "tar_far1e-3", "tar_far1e-4"}
+    assert metrics["acc"] >= 0.8 and metrics["eer"] <= 0.2  # the model scores ~94.5% on all of LFW
+    assert "accuracy %" in out  # the table precedes the JSON line
+    assert "10 impostor pairs, so TAR@FAR1e-3 and 1e-4 is the TAR at FAR 0" in out
+
+
+def test_pretrained_mobilefacenet_on_a_real_bin(kz_bin, mobilefacenet, capsys):
+    assert main(["verify", "--model", mobilefacenet, "--data", str(kz_bin), "--json", "--num-workers", "0"]) == 0
+    metrics = last_json(capsys.readouterr().out)[str(kz_bin)]["cos"]
+    assert 0 <= metrics["eer"] <= 1 and 0 <= metrics["acc"] <= 1
+
+
+def test_xcos_checkpoint_gets_both_scores(kz_bin, tmp_path, capsys):
+    module = XCosModule(GridBackbone("tiny", grid_channels=8), num_classes=5)
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ckpt)
+    code = main(["verify", "--model", str(ckpt), "--data", str(kz_bin), "--data", str(kz_bin), "--json",
+                 "--num-workers", "0", "--no-flip", "--batch-size", "7"])
+    assert code == 0
+    result = last_json(capsys.readouterr().out)
+    assert set(result) == {str(kz_bin), "model"}  # a repeated --data is scored once
+    assert set(result[str(kz_bin)]) == {"cos", "xcos"}
+
+
+class Flatten(nn.Module):
+    """A toy embedding model: average-pooled pixels, flattened."""
+
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, 16).flatten(1) - 0.5
+
+
+def test_distinct_images_path_equals_the_pair_loop(shared_dir):
+    pair_set = kz_pairs(shared_dir)
+    pair_set.sources[3] = pair_set.sources[0]  # a repeated image is embedded once
+    model = Flatten()
+    scores = score_pair_set(model, pair_set, batch_size=6, progress=False)
+    batch = [pair_set[i] for i in range(len(pair_set))]
+    a, b = (torch.stack([item[k] for item in batch]) for k in ("img_a", "img_b"))
+    assert torch.allclose(scores["cos"], pair_scores(model, a, b)["cos"], atol=1e-6)
+    assert torch.equal(scores["label"], torch.tensor(pair_set.labels))
+    emb_a, emb_b = embed_pairs(model, pair_set, batch_size=4, flip=False, progress=False)
+    assert torch.allclose(emb_a.norm(dim=1), torch.ones(PAIRS))
+    assert torch.equal(emb_b[1], emb_a[0])
+
+
+def test_broken_bin_is_one_line_and_exit_code_2(shared_dir, mobilefacenet):
+    broken = shared_dir / "data/kz_celeb25/validation/validation.bin"
+    proc = subprocess.run([sys.executable, str(REPO / "explain.py"), "verify", "--model", mobilefacenet,
+                           "--data", str(broken)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("explain.py verify: error:") and "all 749 pairs are marked genuine" in lines[0]
+
+
+def test_missing_model_file_is_named(kz_bin, tmp_path, capsys):
+    missing = tmp_path / "nope.pt"
+    assert main(["verify", "--model", f"mobilefacenet:{missing}", "--data", str(kz_bin)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
+    assert main(["verify", "--model", str(tmp_path / "run.ckpt"), "--data", str(kz_bin)]) == 2
+    assert "run.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_debug_shows_the_exception(kz_bin, tmp_path):
+    with pytest.raises(ModelSpecError):
+        main(["--debug", "verify", "--model", f"mobilefacenet:{tmp_path / 'x.pt'}", "--data", str(kz_bin)])
+    with pytest.raises(ModelSpecError):
+        main(["verify", "--model", f"mobilefacenet:{tmp_path / 'x.pt'}", "--data", str(kz_bin), "--debug"])
+
+
+def test_too_few_pairs_for_ten_folds(shared_dir, tmp_path, mobilefacenet, capsys):
+    small = PairSet(kz_pairs(shared_dir).sources[:8], [True, False, True, False], "small").save_bin(tmp_path / "s.bin")
+    assert main(["verify", "--model", mobilefacenet, "--data", str(small)]) == 2
+    assert "needs at least 10" in capsys.readouterr().err
+    with pytest.raises(VerificationSetError):
+        main(["--debug", "verify", "--model", mobilefacenet, "--data", str(small)])

@@ -1,0 +1,160 @@
+"""FaceDataModule on tiny identity folders, a tiny MS1M-style .rec, tiny .bin val sets and real kz_celeb25."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from xcos_lightning.datamodules import AlternatingOrder, FaceDataModule
+from xcos_lightning.datamodules import transforms
+from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.datamodules.recordio import RecordIOWriter
+from xcos_lightning.errors import DataFormatError, VerificationSetError
+
+SIZE = 32  # small faces keep the tests fast; the module resizes whatever it reads to ``size``
+
+
+def write_rec(path: Path, labels: list[int], image_bytes, num_classes: int | None) -> Path:
+    """MS1M layout: header record 0 (label [N+1, N+1]), images at keys 1..N, ``property`` beside the .rec."""
+    with RecordIOWriter(path) as writer:
+        writer.write_header_record(len(labels))
+        for key, label in enumerate(labels, 1):
+            writer.write_image(key, image_bytes(key, 16, "JPEG"), float(label))
+        if num_classes is not None:
+            writer.write_property(num_classes, 16, 16)
+    return path
+
+
+def write_bin(path: Path, image_bytes, pairs: int = 12) -> Path:
+    """``pairs`` pairs alternating genuine/impostor (labels need not be true for plumbing tests)."""
+    sources = [image_bytes(10_000 + j, 16, "PNG") for j in range(2 * pairs)]
+    return PairSet(sources, [i % 2 == 0 for i in range(pairs)], "tiny", size=16).save_bin(path)
+
+
+@pytest.fixture
+def tree(tmp_path, identity_tree) -> Path:
+    return identity_tree(tmp_path / "train", {"anna": 4, "bob": 3, "carl": 5})
+
+
+def test_identity_folders_give_classes_and_labelled_pairs(tree):
+    dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE)
+    assert dm.num_classes == 3 and dm.val_set_names == []
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["img_a"].shape == batch["img_b"].shape == (4, 3, SIZE, SIZE)
+    assert batch["img_a"].dtype == torch.float32 and 0 <= batch["img_a"].min() and batch["img_a"].max() <= 1
+    assert torch.equal(batch["genuine"], batch["label_a"] == batch["label_b"])
+    assert int(batch["label_a"].max()) < dm.num_classes
+
+
+def test_val_sets_one_loader_each_with_dict_items(tree, tmp_path, image_bytes):
+    specs = {"first": str(write_bin(tmp_path / "a.bin", image_bytes)),
+             "second": str(write_bin(tmp_path / "b.bin", image_bytes, pairs=10))}
+    dm = FaceDataModule(str(tree), val_sets=specs, batch_size=4, num_workers=0, size=SIZE)
+    assert dm.val_set_names == ["first", "second"]
+    dm.setup("validate")
+    loaders = dm.val_dataloader()
+    assert [len(loader.dataset) for loader in loaders] == [12, 10]
+    batch = next(iter(loaders[0]))
+    assert set(batch) == {"img_a", "img_b", "label", "index"}
+    assert batch["img_a"].shape == (4, 3, SIZE, SIZE)
+    assert batch["label"].any() and not batch["label"].all()  # any prefix holds both kinds
+
+
+def test_alternating_order_interleaves_then_appends_the_surplus():
+    labels = np.array([True, True, True, False, False])
+    assert list(AlternatingOrder(labels)) == [0, 3, 1, 4, 2]
+
+
+def test_same_seed_same_augmented_batch_other_seed_differs(tree):
+    def first(seed):
+        dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE, seed=seed)
+        return next(iter(dm.train_dataloader()))["img_a"]
+
+    assert torch.equal(first(0), first(0))
+    assert not torch.equal(first(0), first(1))
+
+
+def test_seed_worker_reaches_the_augmentation(tree, monkeypatch):
+    dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE)
+    pairs = dm.train_dataloader().dataset
+    augment = pairs.dataset.transform
+    assert isinstance(augment, transforms.Augment)
+    image = (np.arange(SIZE * SIZE * 3) % 251).astype(np.uint8).reshape(SIZE, SIZE, 3)
+    draws = []
+    for worker_seed in (1, 1, 2):
+        monkeypatch.setattr(transforms, "get_worker_info", lambda: SimpleNamespace(dataset=pairs, seed=worker_seed))
+        transforms.seed_worker(0)
+        draws.append([augment(image) for _ in range(4)])
+    assert all(np.array_equal(a, b) for a, b in zip(draws[0], draws[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(draws[0], draws[2]))
+
+
+def test_ms1m_style_rec(tmp_path, image_bytes):
+    rec = write_rec(tmp_path / "train.rec", [0, 0, 1, 1, 2, 2, 2], image_bytes, num_classes=3)
+    dm = FaceDataModule(str(rec), batch_size=3, num_workers=0, size=SIZE, augment=False)
+    assert dm.num_classes == 3
+    dm.setup("fit")
+    assert len(dm.train_set) == 7  # the header record is not an image
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["img_a"].shape == (3, 3, SIZE, SIZE)
+    assert set(batch["label_a"].tolist()) <= {0, 1, 2}
+
+
+def test_rec_labels_beyond_the_property_classes_are_reported(tmp_path, image_bytes):
+    rec = write_rec(tmp_path / "train.rec", [0, 1, 2, 3], image_bytes, num_classes=2)
+    dm = FaceDataModule(str(rec), batch_size=2, num_workers=0, size=SIZE)
+    assert dm.num_classes == 2
+    with pytest.raises(DataFormatError, match=r"label 3 >= num_classes 2"):
+        dm.setup("fit")
+
+
+def test_missing_paths_are_named(tmp_path, tree):
+    with pytest.raises(DataFormatError, match="nowhere"):
+        _ = FaceDataModule(str(tmp_path / "nowhere"), num_workers=0).num_classes
+    with pytest.raises(DataFormatError, match=r"missing\.rec"):
+        _ = FaceDataModule(str(tmp_path / "missing.rec"), num_workers=0).num_classes
+    dm = FaceDataModule(str(tree), val_sets={"lfw": str(tmp_path / "lfw.bin")}, num_workers=0)
+    with pytest.raises(DataFormatError, match=r"lfw\.bin"):
+        dm.setup("fit")
+    dm = FaceDataModule(str(tree), val_sets={"lfw": f"lfw:{tmp_path / 'no_lfw'}"}, num_workers=0)
+    with pytest.raises(DataFormatError, match="pairs.txt"):
+        dm.setup("validate")
+
+
+def test_a_batch_larger_than_the_data_is_reported(tree):
+    with pytest.raises(DataFormatError, match="lower batch_size"):
+        FaceDataModule(str(tree), batch_size=64, num_workers=0).train_dataloader()
+
+
+def test_bad_images_stop_training_unless_skipped(tree):
+    bad = tree / "bob" / "bob_0002.png"
+    bad.write_bytes(b"not an image")
+    dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE)
+    pairs = dm.train_dataloader().dataset
+    index = dm.train_set.paths.index(bad)
+    with pytest.raises(DataFormatError, match="bob_0002"):
+        pairs.load(index)
+    dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE, skip_bad_records=True)
+    pairs = dm.train_dataloader().dataset
+    with pytest.warns(UserWarning, match="bob_0002"):
+        image = pairs.load(index)
+    assert image.shape == (3, SIZE, SIZE)
+
+
+def test_kz_celeb25_training_folders(shared_dir):
+    dm = FaceDataModule(str(shared_dir / "data/kz_celeb25/training"), batch_size=2, num_workers=0)
+    assert dm.num_classes == 25
+    assert len(dm.train_set) == 1845
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["img_a"].shape == (2, 3, 112, 112)
+
+
+def test_kz_celeb25_broken_validation_bin_is_refused(shared_dir):
+    spec = str(shared_dir / "data/kz_celeb25/validation/validation.bin")
+    dm = FaceDataModule(str(shared_dir / "data/kz_celeb25/training"), val_sets={"kz": spec}, num_workers=0)
+    with pytest.raises(VerificationSetError, match="all 749 pairs are marked genuine"):
+        dm.setup("validate")

@@ -1,0 +1,224 @@
+"""Deletion / Insertion maths on hand-built embeddings, the PNG plot helper and the benchmark command."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from xcos_lightning.cli import benchmark
+from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.explain.base import PairExplanation
+from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
+from xcos_lightning.metrics.faithfulness import (accuracy_curve, area_under_curve, fill_canvas, fraction_grid,
+                                                 perturbation_scores, pixel_ranks)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def explanation(sim_a: Tensor, dis_a: Tensor) -> PairExplanation:
+    """Explanation with the given maps of A (B gets the same ones), as an explainer would return it."""
+    raw = sim_a - dis_a
+    return PairExplanation(sim_a, dis_a, sim_a, dis_a, raw, raw, torch.zeros(len(sim_a)), "hand", 0.0)
+
+
+def pixel00_embed(x: Tensor) -> Tensor:
+    """2-D embedding that sees only channel 0 of pixel (0, 0): ``(x - 0.5, 0.1)``."""
+    v = x[:, 0, 0, 0]
+    return torch.stack([v - 0.5, torch.full_like(v, 0.1)], dim=1)
+
+
+def four_pixel_pairs() -> tuple[Tensor, Tensor, Tensor]:
+    """2x2 images: genuine pair (A, A) and impostor pair (A, B) with A's pixel (0,0) = 1, B's = 0."""
+    a = torch.zeros(2, 3, 2, 2)
+    a[:, 0, 0, 0] = 1.0
+    b = a.clone()
+    b[1, 0, 0, 0] = 0.0
+    return a, b, torch.tensor([True, False])
+
+
+# Maps (2x2) putting pixel (0,0) at rank 0, 1 and 3 (ties: row-major order).
+PERFECT = [[1.0, 0.0], [0.0, 0.0]]
+SECOND = [[0.5, 1.0], [0.0, 0.0]]
+LAST = [[0.0, 1.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("pattern, deletion, insertion", [
+    (PERFECT, 12.5, 87.5),   # accuracy [1,0,0,0,0] / [0,1,1,1,1] over p = 0, .25, .5, .75, 1
+    (SECOND, 37.5, 62.5),    # [1,1,0,0,0] / [0,0,1,1,1]
+    (LAST, 87.5, 12.5),      # [1,1,1,1,0] / [0,0,0,0,1]
+    ([[0.0, 0.0], [0.0, 0.0]], 12.5, 87.5),  # all tied: row-major order puts (0,0) first
+])
+def test_exact_auc_on_four_pixels(pattern, deletion, insertion):
+    a, b, labels = four_pixel_pairs()
+    maps = torch.tensor(pattern).expand(2, 2, 2)
+    expl = explanation(maps, maps)  # genuine pair uses sim_a, impostor pair dis_a: same map here
+    d, i = pair_perturbation_scores(pixel00_embed, a, b, expl, labels, steps=4, fill="zero")
+    assert d.shape == i.shape == (2, 1, 5)
+    metric = DeletionInsertionMetric(threshold=0.5, steps=4)
+    metric.update(d, i, labels, torch.tensor([0, 1]))
+    out = metric.compute()
+    for group in ("genuine", "impostor"):
+        assert out[f"{group}/deletion_auc"] == pytest.approx(deletion)
+        assert out[f"{group}/insertion_auc"] == pytest.approx(insertion)
+    assert out["genuine/pairs"] == out["impostor/pairs"] == 1
+
+
+def test_genuine_uses_similarity_and_impostor_dissimilarity_maps():
+    a, b, labels = four_pixel_pairs()
+    good, bad = torch.tensor(PERFECT).expand(2, 2, 2), torch.tensor(LAST).expand(2, 2, 2)
+    d, _ = pair_perturbation_scores(pixel00_embed, a, b, explanation(sim_a=good, dis_a=bad), labels, steps=4)
+    curve_gen = accuracy_curve(d[:1], labels[:1], 0.5)
+    curve_imp = accuracy_curve(d[1:], labels[1:], 0.5)
+    assert curve_gen.tolist() == [1, 0, 0, 0, 0]
+    assert curve_imp.tolist() == [1, 1, 1, 1, 0]
+
+
+def test_pixel_ranks_break_ties_by_row_major_index():
+    maps = torch.tensor([[[0.2, 0.9, 0.2], [0.9, 0.0, 0.2]]])
+    assert pixel_ranks(maps).flatten().tolist() == [2, 0, 3, 1, 5, 4]
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_ranks(torch.tensor([[[float("nan")]]]))
+
+
+def test_fill_canvases():
+    x = torch.rand(2, 3, 16, 16)
+    assert fill_canvas(x, "zero").abs().sum() == 0
+    mean = fill_canvas(x, "mean")
+    assert torch.allclose(mean[:, :, 5, 7], x.mean(dim=(2, 3)))
+    blur = fill_canvas(x, "blur")
+    assert blur.shape == x.shape and blur.std() < x.std()
+    with pytest.raises(ValueError, match="fill"):
+        fill_canvas(x, "noise")
+
+
+def test_area_under_curve_is_trapezoid_in_percent():
+    f = fraction_grid(4)
+    assert area_under_curve(torch.ones(5), f) == pytest.approx(100.0)
+    assert area_under_curve(1 - f, f) == pytest.approx(50.0)
+
+
+def region_setup(pairs: int = 6, seed: int = 0):
+    """3x16x16 genuine pairs and an embedding that sees only a 6x6 region R (14% of the pixels)."""
+    g = torch.Generator().manual_seed(seed)
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[4:10, 5:11] = True
+    a = torch.rand(pairs, 3, 16, 16, generator=g)
+    b = (a + 0.05 * torch.randn(pairs, 3, 16, 16, generator=g)).clamp(0, 1)
+
+    def embed(x: Tensor) -> Tensor:
+        return x[:, :, region].flatten(1) - 0.5
+
+    return embed, a, b, region
+
+
+def test_perfect_map_beats_random_beats_adversarial():
+    embed, a, b, region = region_setup()
+    labels = torch.ones(len(a), dtype=torch.bool)
+    perfect = region.float().expand(len(a), -1, -1)
+    maps = {"perfect": perfect, "random": torch.rand(len(a), 16, 16, generator=torch.Generator().manual_seed(1)),
+            "adversarial": 1 - perfect}
+    auc = {}
+    for name, m in maps.items():
+        metric = DeletionInsertionMetric(threshold=0.5, steps=32)
+        d, i = pair_perturbation_scores(embed, a, b, explanation(m, torch.zeros_like(m)), labels, steps=32)
+        metric.update(d, i, labels, torch.arange(len(a)))
+        out = metric.compute()
+        auc[name] = (out["genuine/deletion_auc"], out["genuine/insertion_auc"])
+    assert auc["perfect"][0] < 15 < auc["random"][0] < 85 < auc["adversarial"][0]
+    assert auc["perfect"][1] > 85 > auc["random"][1] > 15 > auc["adversarial"][1]
+
+
+def test_both_sides_and_deduplication():
+    embed, a, b, region = region_setup(pairs=4)
+    labels = torch.tensor([True, True, False, False])
+    m = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(2))
+    d, i = pair_perturbation_scores(embed, a, b, explanation(m, 1 - m), labels, steps=5, sides="both")
+    assert d.shape == i.shape == (4, 2, 6)
+    d_b, _ = perturbation_scores(embed, b, embed(a), torch.where(labels[:, None, None], m, 1 - m), steps=5)
+    assert torch.allclose(d[:, 1], d_b)
+    single, padded = DeletionInsertionMetric(0.5, steps=5), DeletionInsertionMetric(0.5, steps=5)
+    single.update(d, i, labels, torch.arange(4))
+    # DDP padding: rank 1 repeats pairs 0 and 3 after its own share.
+    padded.update(d[:2], i[:2], labels[:2], torch.tensor([0, 1]))
+    padded.update(d[[2, 3, 0, 3]], i[[2, 3, 0, 3]], labels[[2, 3, 0, 3]], torch.tensor([2, 3, 0, 3]))
+    assert padded.compute() == single.compute()
+    with pytest.raises(ValueError, match="steps"):
+        pair_perturbation_scores(embed, a, b, explanation(m, m), labels, steps=0)
+
+
+def test_line_plot_writes_png(tmp_path):
+    xs = fraction_grid(4).tolist()
+    path = line_plot({"a": (xs, [1, 0.5, 0.2, 0.1, 0]), "b": (xs, [0, 0.3, float("nan"), 0.8, 1])},
+                     tmp_path / "curves.png", title="t", xlabel="fraction", ylabel="accuracy", size=(400, 300))
+    img = Image.open(path)
+    assert img.format == "PNG" and img.size == (400, 300)
+    colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=1 << 16)}
+    assert (0, 114, 178) in colours and (213, 94, 0) in colours  # first two palette entries were drawn
+
+
+class _TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x - 0.5))
+
+
+def _png(seed: int, resample: int = Image.BILINEAR, size: int = 48) -> bytes:
+    """A smooth random 'face'; the same seed with another resampling filter is a near-identical other image."""
+    low = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(low).resize((size, size), resample).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
+    faces = [_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]  # 4 genuine pairs
+    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]  # 4 impostor pairs
+    pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
+    monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    parser = argparse.ArgumentParser()
+    benchmark.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random",
+                              "--pairs", "3", "--steps", "4", "--out", str(tmp_path / "out"), "--json",
+                              "--device", "cpu", "--threshold", "0.5"])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert set(result) == {"random"}
+    for key in ("deletion_genuine", "insertion_impostor", "flip_deletion_match", "dpr_fmr_auc", "seconds_per_pair"):
+        assert key in result["random"]
+    assert "| random |" in (tmp_path / "out" / "table.md").read_text()
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("method,deletion_genuine")
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["threshold"] == 0.5
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
+    assert "[benchmark]" in captured.err
+    bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "nope"])
+    assert benchmark.run(bad) == 1
+
+
+def test_benchmark_threshold_is_centred_in_the_score_gap():
+    # float32 scores: roc() puts the EER threshold 1e-9 below the lowest genuine score, which float32 rounds
+    # onto that score; the benchmark moves it into the middle of the gap instead.
+    scores = torch.tensor([0.6294, 0.3112, 0.7143, -0.0484, 0.2759, 0.1888], dtype=torch.float32)
+    labels = torch.tensor([True, True, True, False, False, False])
+    eer, threshold = benchmark.centred_eer_threshold(scores, labels)
+    assert eer == 0.0
+    assert threshold == pytest.approx((0.3112 + 0.2759) / 2, abs=1e-6)

@@ -1,0 +1,309 @@
+"""``explain.py benchmark``: every faithfulness protocol for a list of explainers, one model, one pair set.
+
+    explain.py benchmark --model mobilefacenet:mfn.pt --data lfw:/data/lfw --methods random,corrrise \\
+        --pairs 50 --out runs/bench [--steps 20] [--fill zero|mean|blur] [--n-masks 500] [--seed 0] [--json]
+
+- Pairs: ``--pairs`` genuine and as many impostor pairs drawn without replacement (``--seed``), in index order.
+- Threshold: ``--threshold`` if given, else the EER threshold (FAR = FRR, interpolated on the ROC) of the
+  model's plain cosine (no flip augmentation, as the explainers score pairs) on the selected clean pairs,
+  centred in the gap between the clean scores around it (same clean decisions, robust to float noise).
+- Per method (``xcos_lightning.metrics``): Deletion/Insertion AUC % on genuine pairs (similarity maps,
+  accuracy = acceptance) and impostor pairs (dissimilarity maps, accuracy = rejection); S-RISE flip
+  fractions (grid of ``--steps``, refined to the pixel), split by clean decision; DPR FMR/FNMR AUC % on the
+  patched versions of the same pairs (27 patches of 16 px, ``--seed``; donor identities from the image
+  folders when the set has them); seconds per pair = explainer wall time on the clean pairs.
+- ``--out``: ``table.md``, ``table.csv``, ``results.json`` (settings, metrics, curves) and PNG curves.
+  The markdown table goes to stdout; ``--json`` adds one line ``{method: {metric: value}}`` at the end.
+  Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from xcos_lightning.datamodules.pairs_file import load_pair_set
+from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosError
+from xcos_lightning.explain.base import Explainer
+from xcos_lightning.explain.registry import create_explainer, list_explainers
+from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
+from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
+from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
+from xcos_lightning.metrics.plots import line_plot
+from xcos_lightning.metrics.verification import equal_error_rate
+from xcos_lightning.models.spec import load_model
+
+# (column, JSON metric name, direction) of the results table.
+COLUMNS = (
+    ("del gen", "deletion_genuine", "↓"), ("ins gen", "insertion_genuine", "↑"),
+    ("del imp", "deletion_impostor", "↓"), ("ins imp", "insertion_impostor", "↑"),
+    ("flip del match", "flip_deletion_match", "↓"), ("flip ins match", "flip_insertion_match", "↓"),
+    ("flip del nonmatch", "flip_deletion_nonmatch", "↓"), ("flip ins nonmatch", "flip_insertion_nonmatch", "↓"),
+    ("DPR FMR", "dpr_fmr_auc", "↓"), ("DPR FNMR", "dpr_fnmr_auc", "↓"), ("s/pair", "seconds_per_pair", ""),
+)
+MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
+SEEDED_METHODS = MASK_METHODS + ("random",)  # take --seed
+PLOTS = (  # file, curve key, title, x label, y label
+    ("deletion_genuine", "genuine/deletion", "Deletion, genuine pairs (similarity maps)", "fraction deleted",
+     "accuracy"),
+    ("insertion_genuine", "genuine/insertion", "Insertion, genuine pairs (similarity maps)", "fraction inserted",
+     "accuracy"),
+    ("deletion_impostor", "impostor/deletion", "Deletion, impostor pairs (dissimilarity maps)", "fraction deleted",
+     "accuracy"),
+    ("insertion_impostor", "impostor/insertion", "Insertion, impostor pairs (dissimilarity maps)", "fraction inserted",
+     "accuracy"),
+    ("dpr_fmr", "dpr/fmr", "DPR on patched pairs: FMR", "fraction of pixels restored", "FMR"),
+    ("dpr_fnmr", "dpr/fnmr", "DPR on patched pairs: FNMR", "fraction of pixels restored", "FNMR"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", required=True, help="model SPEC: run.ckpt or <format>:<path>")
+    parser.add_argument("--data", required=True, help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file>")
+    parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. random,corrrise")
+    parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for table.md/.csv, results.json and plots")
+    parser.add_argument("--steps", type=int, default=20, help="fraction steps n, p = k/n (default 20 = 5%%)")
+    parser.add_argument("--fill", choices=FILLS, default="zero", help="deletion/insertion canvas (default zero)")
+    parser.add_argument("--sides", choices=("a", "both"), default="a",
+                        help="deletion/insertion on image A only or on A and B in turn (default a)")
+    parser.add_argument("--n-masks", type=int, default=None, help=f"masks for {', '.join(MASK_METHODS)} "
+                        "(default: the method's own)")
+    parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="fixed cosine threshold (default: EER threshold on the selected clean pairs)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
+    parser.add_argument("--json", action="store_true", help="print {method: {metric: value}} as the last line")
+    return parser
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``benchmark`` on an ``argparse`` subparsers object; ``func`` is set to ``run``."""
+    parser = subparsers.add_parser("benchmark", help="faithfulness protocols for several explainers",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"[benchmark] {message}", file=sys.stderr, flush=True)
+
+
+def select_pairs(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` genuine + ``n`` impostor pair indices, drawn without replacement, sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for name, group in (("genuine", np.flatnonzero(labels)), ("impostor", np.flatnonzero(~labels))):
+        if n < 1 or n > group.size:
+            raise VerificationSetError(f"--pairs {n}: the set has {group.size} {name} pairs; choose 1..{group.size}")
+        chosen.append(rng.choice(group, size=n, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def cam_layer(model: nn.Module, device: torch.device) -> nn.Module:
+    """Last module to output a spatial map larger than 1 x 1 on a 112 x 112 face (Grad-CAM's target)."""
+    found: list[nn.Module] = []
+
+    def hook(module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, Tensor) and output.ndim == 4 and output.shape[-1] > 1 and output.shape[-2] > 1:
+            found.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 112, 112, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise ModelSpecError("Grad-CAM needs a convolutional layer with a spatial output; this model has none")
+    return found[-1]
+
+
+def build_explainer(name: str, model: nn.Module, threshold: float, args: argparse.Namespace,
+                    device: torch.device) -> Explainer:
+    kwargs: dict = {"threshold": threshold, "batch_size": args.batch_size}
+    if name == "xcos":
+        if not getattr(model, "has_xcos", False):
+            raise ModelSpecError(f"method 'xcos' needs a model trained with the xCos head; {args.model!r} has none")
+        return create_explainer(name, model=model, **kwargs)
+    if name in MASK_METHODS and args.n_masks is not None:
+        kwargs["n_masks"] = args.n_masks
+    if name in SEEDED_METHODS:
+        kwargs["seed"] = args.seed
+    if name in ("gradcam", "gradcampp"):
+        kwargs["target_layer"] = cam_layer(model, device)
+    return create_explainer(name, embed_fn=model, **kwargs)
+
+
+def clean_scores(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Plain cosines ``(N,)`` and labels ``(N,)`` of the loader's clean pairs, on the CPU."""
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in loader:
+            emb_a, emb_b = model(batch["img_a_clean"].to(device)), model(batch["img_b"].to(device))
+            scores.append(torch.nn.functional.cosine_similarity(emb_a.float(), emb_b.float(), dim=1).cpu())
+            labels.append(batch["label"])
+    return torch.cat(scores), torch.cat(labels)
+
+
+def centred_eer_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]:
+    """(EER, threshold): the EER threshold moved to the middle of the gap between the clean scores around it.
+
+    The clean decisions stay the same, but recomputed clean scores (other batch sizes, float noise) no
+    longer land on the other side of a threshold that ``roc`` placed 1e-9 below a score.
+    """
+    eer, threshold = equal_error_rate(scores, labels)
+    below, above = scores.double()[~accepts(scores, threshold)], scores.double()[accepts(scores, threshold)]
+    if below.numel() and above.numel():
+        threshold = float((below.max() + above.min()) / 2)
+    return eer, threshold
+
+
+def evaluate(name: str, explainer: Explainer, model: nn.Module, loader: DataLoader, threshold: float,
+             args: argparse.Namespace, device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run the three protocols for one explainer; returns (metrics, curves)."""
+    faith = DeletionInsertionMetric(threshold, args.steps)
+    flips, dpr = FlipFractionMetric(), DPRMetric(threshold, args.steps)
+    seconds, pairs, start = 0.0, 0, time.perf_counter()
+    for n, batch in enumerate(loader, 1):
+        clean_a, patched_a, img_b = (batch[k].to(device) for k in ("img_a_clean", "img_a", "img_b"))
+        labels, index = batch["label"], batch["index"]
+        expl = explainer(clean_a, img_b)
+        seconds, pairs = seconds + expl.seconds, pairs + len(labels)
+        deletion, insertion = pair_perturbation_scores(model, clean_a, img_b, expl, labels, args.steps, args.fill,
+                                                       args.sides, args.batch_size)
+        faith.update(deletion.cpu(), insertion.cpu(), labels, index)
+        flip = flip_fractions(model, clean_a, img_b, expl.sim_a, expl.dis_a, threshold, args.steps, True,
+                              args.batch_size)
+        flips.update(FlipFractions(*(t.cpu() for t in flip)), index)
+        patched = explainer(patched_a, img_b)
+        dpr.update(dpr_scores(model, patched_a, clean_a, img_b, patched.sim_a, patched.dis_a, threshold, args.steps,
+                              args.batch_size).cpu(), labels, index)
+        log(f"{name}: batch {n}/{len(loader)}, {pairs} pairs, {time.perf_counter() - start:.1f} s")
+    f, fl, d = faith.compute(), flips.compute(), dpr.compute()
+    metrics = {
+        "deletion_genuine": f["genuine/deletion_auc"], "insertion_genuine": f["genuine/insertion_auc"],
+        "deletion_impostor": f["impostor/deletion_auc"], "insertion_impostor": f["impostor/insertion_auc"],
+        "flip_deletion_match": fl["match/deletion"], "flip_insertion_match": fl["match/insertion"],
+        "flip_deletion_nonmatch": fl["nonmatch/deletion"], "flip_insertion_nonmatch": fl["nonmatch/insertion"],
+        "flip_unflipped_match": fl["match/unflipped"], "flip_unflipped_nonmatch": fl["nonmatch/unflipped"],
+        "dpr_fmr_auc": d["fmr_auc"], "dpr_fnmr_auc": d["fnmr_auc"],
+        "dpr_fmr_patched": d["fmr_patched"], "dpr_fnmr_patched": d["fnmr_patched"],
+        "seconds_per_pair": seconds / max(pairs, 1),
+    }
+    curves = {k: v.tolist() for k, v in faith.curves().items()}
+    curves.update({f"dpr/{k}": v.tolist() for k, v in dpr.curves().items() if k != "fractions"})
+    return metrics, curves
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    head = "| method | " + " | ".join(f"{c} {arrow}".strip() for c, _, arrow in COLUMNS) + " |"
+    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    rows = ["| " + " | ".join([m] + [_fmt(r[key]) for _, key, _ in COLUMNS]) + " |" for m, r in results.items()]
+    return "\n".join([head, rule, *rows])
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_outputs(out: Path, results: dict, curves: dict, settings: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(settings["summary"] + "\n\n" + markdown_table(results) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        keys = list(next(iter(results.values())))
+        writer.writerow(["method", *keys])
+        writer.writerows([m, *(r[k] for k in keys)] for m, r in results.items())
+    (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
+                                                             "curves": curves}), indent=1))
+    for file, key, title, xlabel, ylabel in PLOTS:
+        lines = {m: (c["fractions"], c[key]) for m, c in curves.items()}
+        line_plot(lines, out / f"{file}.png", title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by parsed ``args``; 0 on success, 1 on bad input (message on stderr)."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(list_explainers()))
+    if not methods or unknown:
+        print(f"explain.py benchmark: error: unknown or missing methods {unknown or methods}; "
+              f"choose from {list_explainers()}", file=sys.stderr)
+        return 1
+    try:
+        return _run(args, methods)
+    except XCosError as exc:
+        print(f"explain.py benchmark: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, methods: list[str]) -> int:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model = load_model(args.model).to(device).eval()
+    pair_set = load_pair_set(args.data)
+    chosen = select_pairs(pair_set.labels, args.pairs, args.seed)
+    identities = identities_from_folders(pair_set)
+    patched = Subset(make_patched_set(pair_set, identities, seed=args.seed), chosen.tolist())
+    loader = DataLoader(patched, batch_size=args.pair_batch, shuffle=False)
+    log(f"{len(chosen)} pairs of {pair_set.name} on {device}; patch donors from "
+        f"{'identity folders' if identities is not None else 'impostor pairs (no identities)'}")
+    scores, labels = clean_scores(model, loader, device)
+    eer, threshold = centred_eer_threshold(scores, labels)
+    source = "EER threshold of the selected clean pairs"
+    if args.threshold is not None:
+        threshold, source = args.threshold, f"given; the EER threshold of these pairs is {threshold:.4f}"
+    accuracy = float((accepts(scores, threshold) == labels).double().mean())
+    summary = (f"{args.pairs} genuine + {args.pairs} impostor pairs of {pair_set.name} (seed {args.seed}); "
+               f"threshold {threshold:.4f} ({source}); clean EER {eer:.4f}, accuracy {accuracy:.4f}; "
+               f"steps {args.steps}, fill {args.fill}, sides {args.sides}")
+    log(summary)
+    results, curves = {}, {}
+    for name in methods:
+        start = time.perf_counter()
+        with build_explainer(name, model, threshold, args, device) as explainer:
+            results[name], curves[name] = evaluate(name, explainer, model, loader, threshold, args, device)
+        log(f"{name}: done in {time.perf_counter() - start:.1f} s")
+    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+                "threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
+                "pair_indices": chosen.tolist(), "summary": summary}
+    if args.out is not None:
+        write_outputs(args.out, results, curves, settings)
+        log(f"wrote {args.out}/table.md, table.csv, results.json and {len(PLOTS)} plots")
+    print(summary + "\n\n" + markdown_table(results))
+    if args.json:
+        print(json.dumps(_json_safe(results)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xcos_lightning.cli.benchmark --model ... --data ... --methods ...`` without the dispatcher."""
+    parser = argparse.ArgumentParser(prog="explain.py benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run(add_arguments(parser).parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Verification scores of any face model on a pair set (the engine of ``explain.py verify``).
+
+Protocol (insightface): embed each image and its horizontal mirror, sum, L2-normalise, cosine. An xCos
+model (anything with ``pair_scores``, i.e. ``XCosModel``) scores pairs itself, as in training validation:
+``cos`` of its flip-summed grids and ``xcos``. A plain embedding model embeds each distinct image of a
+:class:`PairSet` once (LFW's 12,000 pair slots hold 7,701 images). Metrics come from ``metrics.verification``.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from xcos_lightning.datamodules.image_io import to_tensor
+from xcos_lightning.datamodules.pair_set import PairSet
+
+
+def embed(model: nn.Module, images: Tensor, flip: bool = True) -> Tensor:
+    """L2-normalised embeddings ``(B, D)`` float32 of ``images`` ``(B, 3, H, W)`` RGB in [0, 1];
+    with ``flip``, ``model(x) + model(mirror(x))`` in one forward pass before normalising."""
+    if flip:
+        plain, mirrored = model(torch.cat([images, images.flip(-1)])).float().chunk(2)
+        return F.normalize(plain + mirrored, dim=1)
+    return F.normalize(model(images).float(), dim=1)
+
+
+def pair_scores(model: nn.Module, img_a: Tensor, img_b: Tensor, flip: bool = True) -> dict[str, Tensor]:
+    """Scores ``(B,)`` in [-1, 1] of a batch of pairs: ``cos`` and, for xCos models, ``xcos``."""
+    if hasattr(model, "pair_scores"):
+        return {k: v.float() for k, v in model.pair_scores(img_a, img_b, flip_tta=flip).items()}
+    emb_a, emb_b = embed(model, torch.cat([img_a, img_b]), flip).chunk(2)
+    return {"cos": (emb_a * emb_b).sum(1)}
+
+
+class DistinctImages(Dataset):
+    """The distinct images of a :class:`PairSet` (same path or same bytes = same image), each loaded once.
+
+    Item ``k``: float32 ``(3, size, size)`` RGB in [0, 1]. ``slot`` int64 ``(2N,)``: the item holding pair
+    image ``j`` (``2i`` = side a, ``2i + 1`` = side b of pair ``i``).
+    """
+
+    def __init__(self, pair_set: PairSet) -> None:
+        self.pair_set = pair_set
+        item_of: dict[object, int] = {}
+        self.first: list[int] = []  # pair image index of each item's first occurrence
+        slots = []
+        for j, source in enumerate(pair_set.sources):
+            if source not in item_of:
+                item_of[source] = len(self.first)
+                self.first.append(j)
+            slots.append(item_of[source])
+        self.slot = torch.tensor(slots, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __getitem__(self, k: int) -> Tensor:
+        return to_tensor(self.pair_set.load_image(self.first[k]))
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device, progress: bool,
+             desc: str, unit: str) -> Iterator:
+    """Batches of ``dataset`` in order, with a progress bar on stderr counting items."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    with tqdm(total=len(dataset), desc=desc, unit=unit, file=sys.stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["label"]) if isinstance(batch, dict) else len(batch))
+
+
+@torch.inference_mode()
+def embed_pairs(model: nn.Module, pair_set: PairSet, batch_size: int = 64, flip: bool = True,
+                num_workers: int = 0, bf16: bool = False, progress: bool = True,
+                desc: str = "embedding") -> tuple[Tensor, Tensor]:
+    """``(emb_a, emb_b)``: L2-normalised embeddings ``(N, D)`` float32 of both sides of every pair, on the CPU.
+
+    ``model``: any embedding model ``(B, 3, H, W) [0, 1] -> (B, D)`` in eval mode; it runs on the device of
+    its parameters, under bfloat16 autocast with ``bf16``. Each distinct image is embedded once (with its
+    mirror when ``flip``); ``batch_size`` counts pairs (``2 * batch_size`` images per forward pass).
+    """
+    device, images, out = _device(model), DistinctImages(pair_set), []
+    for batch in _batches(images, 2 * batch_size, num_workers, device, progress, desc, "img"):
+        with _autocast(device, bf16):
+            out.append(embed(model, batch.to(device, non_blocking=True), flip).cpu())
+    emb = torch.cat(out)[images.slot]
+    return emb[0::2], emb[1::2]
+
+
+@torch.inference_mode()
+def score_pair_set(model: nn.Module, pair_set: Dataset, batch_size: int = 64, flip: bool = True,
+                   num_workers: int = 0, bf16: bool = False, progress: bool = True,
+                   desc: str = "scoring") -> dict[str, Tensor]:
+    """Scores of every pair, in pair order, on the CPU: ``{"cos": (N,), ["xcos": (N,)], "label": (N,) bool}``.
+
+    ``model``: an embedding model or an ``XCosModel`` (see :func:`pair_scores`) in eval mode, run on the device
+    of its parameters, under bfloat16 autocast with ``bf16``. ``pair_set``: a :class:`PairSet` or any dataset
+    of dicts ``img_a``, ``img_b``, ``label``. ``batch_size`` counts pairs. Progress goes to stderr.
+    """
+    if isinstance(pair_set, PairSet) and not hasattr(model, "pair_scores"):
+        emb_a, emb_b = embed_pairs(model, pair_set, batch_size, flip, num_workers, bf16, progress, desc)
+        return {"cos": (emb_a * emb_b).sum(1), "label": torch.from_numpy(pair_set.labels.copy())}
+    device, scores, labels = _device(model), {}, []
+    for batch in _batches(pair_set, batch_size, num_workers, device, progress, desc, "pair"):
+        img_a, img_b = (batch[k].to(device, non_blocking=True) for k in ("img_a", "img_b"))
+        with _autocast(device, bf16):
+            for kind, value in pair_scores(model, img_a, img_b, flip).items():
+                scores.setdefault(kind, []).append(value.float().cpu())
+        labels.append(batch["label"].bool())
+    return {**{k: torch.cat(v) for k, v in scores.items()}, "label": torch.cat(labels)}

@@ -1,0 +1,206 @@
+"""Deletion / Insertion (CorrRISE, seed 000, Algorithm 2): verification accuracy while the most salient
+pixels of the explained image are deleted, or inserted into a plain canvas.
+
+Protocol, for ``n`` steps and the fixed clean threshold ``t`` (accept iff ``cos > t``):
+
+- fractions ``p_k = k / n`` for ``k = 0..n``: Algorithm 2's ``k = 1..n`` plus the start point ``p_0 = 0``
+  (the clean image for deletion, the bare canvas for insertion), so the curve covers all of ``[0, 1]``;
+- step ``k`` changes the ``round(p_k * H * W)`` top-ranked pixels (all channels) of the explained image:
+  deletion replaces them by the canvas, insertion copies them onto the canvas;
+- genuine pairs are explained by their similarity map and count as correct when accepted; impostor pairs
+  by their dissimilarity map and count as correct when rejected; the two groups are reported separately;
+- ``accuracy_k`` = share of correct (pair, explained side) trials at step ``k``;
+- ``AUC = 100 * trapezoid(accuracy_k over p_k)`` in ``[0, 100]``: deletion lower = better, insertion
+  higher = better.
+
+Canvases (``fill``): ``zero`` black (the reference code), ``mean`` each image's per-channel mean colour
+(S-RISE), ``blur`` the image under an 11 x 11 Gaussian of sigma 5 (RISE's insertion canvas).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from xcos_lightning.explain.base import PairExplanation
+from xcos_lightning.explain.filters import gaussian_blur
+from xcos_lightning.metrics.verification import _cat, _first_occurrence
+
+EmbedFn = Callable[[Tensor], Tensor]
+FILLS = ("zero", "mean", "blur")
+
+
+def accepts(scores: Tensor, threshold: float) -> Tensor:
+    """Bool decisions ``score > threshold``, compared in float64: ``verification.roc`` places thresholds 1e-9
+    below a score, which a float32 comparison would round onto the score itself."""
+    return scores.double() > threshold
+
+
+def fraction_grid(steps: int) -> Tensor:
+    """Fractions ``k / steps`` for ``k = 0..steps``: float64 ``(steps + 1,)`` from 0 to 1."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.arange(steps + 1, dtype=torch.float64) / steps
+
+
+def pixel_counts(fractions: Tensor, pixels: int) -> Tensor:
+    """Pixels changed at each fraction: ``round(fraction * pixels)``, long ``(K,)``."""
+    return torch.round(fractions.double() * pixels).long()
+
+
+def pixel_ranks(maps: Tensor) -> Tensor:
+    """Rank of every pixel in its map: ``(B, H, W)`` float -> ``(B, H, W)`` long, 0 = most salient.
+
+    Ties go to the lower row-major index first (a stable sort), so equal maps, e.g. all-zero ones,
+    give the same order on every device and run.
+    """
+    if not torch.isfinite(maps).all():
+        raise ValueError("saliency maps contain NaN or inf; the explainer produced invalid values")
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    positions = torch.arange(flat.shape[1], device=maps.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions).view(maps.shape)
+
+
+def fill_canvas(images: Tensor, fill: str) -> Tensor:
+    """Plain canvas ``(B, 3, H, W)`` for images ``(B, 3, H, W)`` in ``[0, 1]``; ``fill`` in ``FILLS``."""
+    if fill == "zero":
+        return torch.zeros_like(images)
+    if fill == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+    if fill == "blur":
+        b, c, h, w = images.shape
+        return gaussian_blur(images.reshape(b * c, h, w), size=11, sigma=5.0).view_as(images)
+    raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+
+
+def replaced_embeddings(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: Tensor, counts: Tensor,
+                        batch_size: int = 64) -> Tensor:
+    """Embeddings ``(B, K, D)`` of ``base[b]`` with its ``counts[b, k]`` top-ranked pixels taken from ``other[b]``.
+
+    ``base``, ``other``: ``(B, 3, H, W)``; ``ranks``: ``(B, H, W)`` from ``pixel_ranks``; ``counts``:
+    long ``(B, K)``. Deletion is ``(image, canvas)``, insertion ``(canvas, image)``, DPR
+    ``(patched, original)``. The ``B * K`` images are built and embedded ``batch_size`` at a time.
+    """
+    b_count, k_count = counts.shape
+    counts = counts.to(base.device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, b_count * k_count, batch_size):
+            flat = torch.arange(start, min(start + batch_size, b_count * k_count), device=base.device)
+            b, k = flat // k_count, flat % k_count
+            take = ranks[b] < counts[b, k][:, None, None]
+            images = torch.where(take[:, None], other[b], base[b])
+            out.append(embed_fn(images).float())
+    return torch.cat(out).view(b_count, k_count, -1)
+
+
+def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, maps: Tensor, steps: int,
+                        fill: str = "zero", batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Cosines ``(B, steps + 1)`` of deleted and of inserted ``images`` against ``partner`` embeddings ``(B, D)``.
+
+    ``images`` ``(B, 3, H, W)`` are ranked by ``maps`` ``(B, H, W)``; column ``k`` is fraction ``k / steps``.
+    """
+    ranks = pixel_ranks(maps)
+    counts = pixel_counts(fraction_grid(steps), maps[0].numel()).expand(len(images), -1)
+    canvas = fill_canvas(images, fill)
+    deleted = replaced_embeddings(embed_fn, images, canvas, ranks, counts, batch_size)
+    inserted = replaced_embeddings(embed_fn, canvas, images, ranks, counts, batch_size)
+    partner = partner.float()[:, None]
+    return F.cosine_similarity(deleted, partner, dim=2), F.cosine_similarity(inserted, partner, dim=2)
+
+
+def pair_perturbation_scores(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, explanation: PairExplanation,
+                             labels: Tensor, steps: int, fill: str = "zero", sides: str = "a",
+                             batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """The protocol on a batch of pairs: deletion and insertion cosines ``(B, S, steps + 1)``.
+
+    Each pair's map is its similarity map if ``labels`` (bool ``(B,)``) says genuine, else its
+    dissimilarity map. ``sides``: ``"a"`` perturbs image A against clean B (S = 1), ``"b"`` the reverse,
+    ``"both"`` does each in turn (S = 2, A first); the other image is never perturbed.
+    """
+    if sides not in ("a", "b", "both"):
+        raise ValueError(f"sides must be 'a', 'b' or 'both', got {sides!r}")
+    genuine = labels.to(img_a.device).bool()[:, None, None]
+    runs = []
+    with torch.no_grad():
+        if sides in ("a", "both"):
+            maps = torch.where(genuine, explanation.sim_a, explanation.dis_a)
+            runs.append(perturbation_scores(embed_fn, img_a, embed_fn(img_b), maps, steps, fill, batch_size))
+        if sides in ("b", "both"):
+            maps = torch.where(genuine, explanation.sim_b, explanation.dis_b)
+            runs.append(perturbation_scores(embed_fn, img_b, embed_fn(img_a), maps, steps, fill, batch_size))
+    return torch.stack([r[0] for r in runs], 1), torch.stack([r[1] for r in runs], 1)
+
+
+def accuracy_curve(scores: Tensor, labels: Tensor, threshold: float) -> Tensor:
+    """Share of correct decisions per step: ``scores`` ``(N, S, K)``, ``labels`` ``(N,)`` -> float64 ``(K,)``.
+
+    Correct = accepted (``score > threshold``) for genuine pairs, rejected for impostors; NaN if ``N = 0``.
+    """
+    if scores.shape[0] == 0:
+        return torch.full((scores.shape[-1],), float("nan"), dtype=torch.float64)
+    correct = accepts(scores, threshold) == labels.bool().to(scores.device)[:, None, None]
+    return correct.double().mean(dim=(0, 1)).cpu()
+
+
+def area_under_curve(values: Tensor, fractions: Tensor) -> float:
+    """``100 * trapezoid(values over fractions)``; a curve in ``[0, 1]`` over ``[0, 1]`` gives ``[0, 100]``."""
+    return 100 * float(torch.trapezoid(values.double().cpu(), fractions.double().cpu()))
+
+
+class DeletionInsertionMetric(Metric):
+    """Accumulates per-pair deletion/insertion cosines with an ``index``; ``compute`` keeps one copy per index.
+
+    DistributedSampler pads ranks with repeated pairs; dropping repeats makes the DDP result equal to a
+    single-process run. ``compute`` returns ``{genuine,impostor}/{deletion,insertion}_auc`` in % (NaN for
+    an empty group) and ``{genuine,impostor}/pairs``; ``curves`` returns the accuracy curves.
+
+    Args:
+        threshold: fixed clean decision threshold on the cosine.
+        steps: ``n``; updates carry ``n + 1`` columns (fractions ``k / n``).
+    """
+
+    full_state_update = False
+
+    def __init__(self, threshold: float, steps: int = 20, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threshold, self.steps = float(threshold), steps
+        for name in ("deletion", "insertion", "labels", "indices"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, deletion: Tensor, insertion: Tensor, labels: Tensor, indices: Tensor) -> None:
+        """``deletion``, ``insertion``: cosines ``(B, S, steps + 1)``; ``labels`` bool, ``indices`` ``(B,)``."""
+        if deletion.ndim != 3 or deletion.shape[-1] != self.steps + 1 or insertion.shape != deletion.shape:
+            raise ValueError(f"deletion/insertion must both be (B, S, {self.steps + 1}), "
+                             f"got {tuple(deletion.shape)} and {tuple(insertion.shape)}")
+        self.deletion.append(deletion.detach().float())
+        self.insertion.append(insertion.detach().float())
+        self.labels.append(labels.detach().bool().flatten())
+        self.indices.append(indices.detach().long().flatten())
+
+    def _unique(self) -> tuple[Tensor, Tensor, Tensor]:
+        deletion, insertion, labels, indices = (_cat(x) for x in (self.deletion, self.insertion, self.labels,
+                                                                   self.indices))
+        _, first = _first_occurrence(indices)
+        return deletion[first], insertion[first], labels[first]
+
+    def curves(self) -> dict[str, Tensor]:
+        """``fractions`` and accuracy ``{genuine,impostor}/{deletion,insertion}``, float64 ``(steps + 1,)``."""
+        deletion, insertion, labels = self._unique()
+        out = {"fractions": fraction_grid(self.steps)}
+        for group, mask in (("genuine", labels), ("impostor", ~labels)):
+            out[f"{group}/deletion"] = accuracy_curve(deletion[mask], labels[mask], self.threshold)
+            out[f"{group}/insertion"] = accuracy_curve(insertion[mask], labels[mask], self.threshold)
+        return out
+
+    def compute(self) -> dict[str, float]:
+        curves = self.curves()
+        labels = self._unique()[2]
+        out = {f"{name}_auc": area_under_curve(curve, curves["fractions"])
+               for name, curve in curves.items() if name != "fractions"}
+        out["genuine/pairs"], out["impostor/pairs"] = float(labels.sum()), float((~labels).sum())
+        return out
