@@ -60,13 +60,21 @@ def build_part(config: dict | None):
     return cls(**args)
 
 
+def _without_pretrained_init(config: dict) -> dict:
+    """The backbone config minus its ``pretrained`` trunk file: the checkpoint's own weights replace it, and
+    the recorded path may be relative to another working directory or machine."""
+    init_args = dict(config.get("init_args") or {})
+    init_args["trunk_kwargs"] = {k: v for k, v in (init_args.get("trunk_kwargs") or {}).items() if k != "pretrained"}
+    return {**config, "init_args": init_args}
+
+
 def load_xcos_checkpoint(path: str | Path) -> XCosModel:
     """``XCosModel`` (eval mode) from a ``.ckpt`` written by ``train.py``; the teacher is not needed."""
     ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters") or {}
     if not isinstance(hp.get("backbone"), dict):
         raise ModelSpecError(f"{path}: no backbone recorded in the hyper-parameters; was it written by train.py?")
-    backbone = build_part(hp["backbone"])
+    backbone = build_part(_without_pretrained_init(hp["backbone"]))
     attention = None
     if hp.get("xcos", True):
         from xcos_lightning.models.xcos import LearnedAttention
