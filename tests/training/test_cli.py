@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.wandb_log import RunLog
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIGS = ["demo.yaml", "arcface_baseline.yaml"]
@@ -41,13 +42,13 @@ def test_print_config(config, run_train, tmp_path):
 
 def test_wandb_offline_run_holds_config_and_metrics(run_train, tiny_args, tmp_path):
     run_train(["fit", "--config", str(REPO / "configs/demo.yaml"), *tiny_args, "--trainer.max_epochs", "1",
-               "--trainer.limit_train_batches", "2"], cwd=tmp_path)
+               "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1"], cwd=tmp_path)
     runs = list((tmp_path / "runs/demo/wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    files = runs[0] / "files"
-    config = yaml.safe_load((files / "config.yaml").read_text())
-    assert config["config"]["value"]["model"]["backbone"]["init_args"]["trunk"] == "tiny"
-    assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").stat().st_size > 0
+    log = RunLog(runs[0])  # what `wandb sync` would upload
+    assert log.config["config"]["model"]["backbone"]["init_args"]["trunk"] == "tiny"
+    assert len(log.history["val/synth/acc_xcos"]) == 1 and len(log.history["train/loss"]) >= 1
+    assert log.exit_code == 0  # the run was closed, not cut off at interpreter exit
     assert (tmp_path / "runs/demo/checkpoints/last.ckpt").is_file()
 
 

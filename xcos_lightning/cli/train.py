@@ -37,15 +37,32 @@ class XCosCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> XCosCLI:
-    return XCosCLI(
-        XCosModule,
-        LightningDataModule,
-        subclass_mode_data=True,
-        save_config_callback=LogConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )
+    failed = True
+    try:
+        cli = XCosCLI(
+            XCosModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            save_config_callback=LogConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+        failed = False
+        return cli
+    finally:
+        _finish_wandb(exit_code=int(failed))
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """Close the W&B run so its files (config, summary, exit record) are complete, also after a failure.
+
+    WandbLogger leaves the run open at the end of ``fit``; left to the interpreter's exit, the W&B
+    service can stop before it has written them.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from lightning_utilities.core.rank_zero import rank_zero_warn
 from torchmetrics import Metric
 
 
@@ -130,7 +131,13 @@ class VerificationMetric(Metric):
     def compute(self) -> dict[str, float]:
         scores, labels, indices = (_cat(x) for x in (self.scores, self.labels, self.indices))
         uniq, first = _first_occurrence(indices)
-        return verification_metrics(scores[first], labels[first], self.folds)
+        folds = self.folds
+        if uniq.numel() < folds:
+            # fast_dev_run / limit_val_batches see a few pairs only: fewer folds beat no metric at all.
+            folds = max(2, uniq.numel())
+            rank_zero_warn(f"only {uniq.numel()} verification pairs: accuracy uses {folds} folds, "
+                           f"not {self.folds}")
+        return verification_metrics(scores[first], labels[first], folds)
 
 
 def _cat(x: list[Tensor] | Tensor) -> Tensor:
