@@ -7,6 +7,7 @@ from xcos_lightning.explain import (
     Explainer, XCosIntrinsic, XSSAB, create_explainer, parameter_randomisation_test, randomised_copy,
     register_explainer,
 )
+from xcos_lightning.models.mobilefacenet import MobileFaceNet
 
 
 def test_randomised_copy_leaves_original(model):
@@ -28,6 +29,35 @@ def test_parameter_randomisation(model, make_pairs):
     # An explainer that ignores the model it is given must correlate perfectly with itself.
     same = parameter_randomisation_test(lambda m: XSSAB(model), model, img_a, img_b)
     torch.testing.assert_close(same, torch.ones(3))
+
+
+def _pairwise_cosines(model, images):
+    with torch.no_grad():
+        emb = F.normalize(model(images), dim=1)
+    return (emb @ emb.T)[~torch.eye(len(images), dtype=torch.bool)]
+
+
+def test_randomised_batchnorm_model_still_tells_inputs_apart(make_pairs):
+    """Reset BatchNorm statistics (mean 0, var 1) make a deep random network map every input to one
+    embedding; statistics re-estimated on calibration images keep its embeddings input-dependent."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MobileFaceNet(width_mult=0.25).eval()
+    calibration, held_out = (torch.cat(p) for p in (make_pairs(4, seed=1), make_pairs(4, seed=2)))
+    with pytest.raises(ValueError, match="calibration images"):
+        randomised_copy(model)
+    broken = randomised_copy(model, calibration=calibration)
+    for m in broken.modules():  # what a reset without calibration leaves
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+    assert _pairwise_cosines(broken, held_out).min() > 0.999
+    random = randomised_copy(model, seed=0, calibration=calibration)
+    assert not random.training and all(not m.training for m in random.modules())
+    cosines = _pairwise_cosines(random, held_out)
+    assert cosines.mean() < 0.9 and cosines.min() < 0.5
+    # The test built on it is no longer degenerate: the random model's maps are not flat.
+    corr = parameter_randomisation_test(lambda m: XSSAB(m), model, *make_pairs(2, seed=3))
+    assert torch.isfinite(corr).all() and (corr.abs() < 0.99).all()
 
 
 def test_xcos_maps_are_upsampled_contributions(xcos_model, make_pairs):

@@ -25,7 +25,7 @@ class CorrRISE(MaskingExplainer):
             the mask values too, which for black patches is the same).
         patch_size: side of the square patches in pixels (30 at 112x112).
         seed: seed of the mask set, which is drawn once per image size and reused for every pair.
-        fill, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
+        fill, fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, n_masks: int = 500,

@@ -23,7 +23,7 @@ class Occlusion(MaskingExplainer):
         patch_sizes: side lengths of the occluding squares (xFace: 7, 14, 28).
         stride: step between patch positions (xFace: 5).
         fill: value of occluded pixels (0 = black).
-        batch_size, bf16, channels_last: as ``Explainer``.
+        fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *,

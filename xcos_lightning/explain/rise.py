@@ -18,7 +18,7 @@ class RISE(MaskingExplainer):
     Args:
         n_masks: N. cells: grid side (RISE: 7). p: probability that a cell is kept (RISE: 0.5).
         seed: seed of the mask set, drawn once per image size and reused.
-        fill, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
+        fill, fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, n_masks: int = 500, cells: int = 7,

@@ -20,7 +20,7 @@ class SRISE(MaskingExplainer):
     Args:
         n_masks: N (paper: 500). blobs, kernel, sigma: blobs per mask and their Gaussian (paper 100, 40, 7).
         seed: seed of the mask set, drawn once per image size and reused.
-        fill, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
+        fill, fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, n_masks: int = 500, blobs: int = 100,

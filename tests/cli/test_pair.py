@@ -1,0 +1,95 @@
+"""``explain.py pair`` end to end: odd image files in, printed decision, a PNG figure and a JSON last line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xcos_lightning.cli.explain import main
+from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
+from xcos_lightning.models.checkpoint import part_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A shared 2-core machine: spinning OpenMP threads make each op many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A small grayscale JPEG and a non-square RGB PNG of smooth random content."""
+    rng = np.random.default_rng(0)
+    gray = np.kron(rng.integers(0, 256, (8, 8)), np.ones((8, 8))).astype(np.uint8)  # 64 x 64
+    rgb = np.kron(rng.integers(0, 256, (6, 9, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 48 x 72
+    path_a, path_b = tmp_path / "a.jpg", tmp_path / "b.png"
+    Image.fromarray(gray, mode="L").save(path_a)
+    Image.fromarray(rgb).save(path_b)
+    return path_a, path_b
+
+
+def _run(capsys, *argv) -> tuple[int, list[str], str]:
+    code = main(["pair", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out.strip().splitlines(), captured.err
+
+
+def _assert_png(path, min_size):
+    with Image.open(path) as fig:
+        fig.verify()
+    with Image.open(path) as fig:
+        assert fig.format == "PNG" and fig.width >= min_size[0] and fig.height >= min_size[1]
+
+
+def test_pair_pretrained_mobilefacenet(shared_dir, images, tmp_path, capsys):
+    out = tmp_path / "figs" / "pair.png"
+    spec = f"mobilefacenet:{shared_dir / 'weights/mobilefacenet_128d.pt'}"
+    code, lines, _ = _run(capsys, *images, "--model", spec, "--methods", "random,corrrise,xssab,gradcam",
+                          "--n-masks", "16", "--threshold", "0.3", "--out", out, "--json")
+    assert code == 0
+    result = json.loads(lines[-1])
+    assert -1 <= result["score"] <= 1 and result["threshold"] == 0.3 and result["xcos_score"] is None
+    assert result["decision"] == ("same person" if result["score"] > 0.3 else "different persons")
+    assert list(result["methods"]) == ["random", "corrrise", "xssab", "gradcam"]
+    assert all(t["seconds"] > 0 and abs(t["score"] - result["score"]) < 1e-4 for t in result["methods"].values())
+    assert any(line.startswith("decision: ") for line in lines) and f"figure: {out}" in lines
+    _assert_png(out, (6 * 224, 4 * 224))  # 4 method rows of 6 panels of 224 px
+
+
+@pytest.fixture
+def xcos_ckpt(tmp_path):
+    """A checkpoint as train.py writes it (hyper-parameters + model.* weights): tiny trunk, xCos attention."""
+    backbone, attention = create_backbone("tiny", channels=16), LearnedAttention(32)
+    state = XCosModel(backbone, attention).state_dict()
+    ckpt = tmp_path / "xcos.ckpt"
+    torch.save({"hyper_parameters": {"backbone": part_config(backbone), "attention": part_config(attention),
+                                     "xcos": True},
+                "state_dict": {f"model.{k}": v for k, v in state.items()}}, ckpt)
+    return ckpt
+
+
+def test_pair_xcos_checkpoint_adds_grids(images, xcos_ckpt, tmp_path, capsys):
+    out = tmp_path / "xcos.png"
+    code, lines, _ = _run(capsys, *images, "--model", xcos_ckpt, "--methods", "xcos,gradcam", "--out", out,
+                          "--crop", "40", "--json")
+    assert code == 0
+    result = json.loads(lines[-1])
+    assert result["threshold"] is None and result["same"] is None and -1 <= result["xcos_score"] <= 1
+    _assert_png(out, (6 * 224, 3 * 224))  # 2 method rows + the S/W grid row
+
+
+def test_pair_reports_bad_input(images, xcos_ckpt, tmp_path, capsys):
+    out = ("--out", tmp_path / "x.png")
+    code, _, err = _run(capsys, *images, "--model", "mobilefacenet:/nonexistent.pt", "--methods", "random", *out)
+    assert code == 2 and "does not exist" in err
+    code, _, err = _run(capsys, *images, "--model", xcos_ckpt, "--methods", "random,nope", *out)
+    assert code == 2 and "unknown or missing methods ['nope']" in err
+    code, _, err = _run(capsys, images[0], tmp_path / "missing.jpg", "--model", xcos_ckpt, "--methods", "random", *out)
+    assert code == 2 and "missing.jpg" in err
+    code, _, err = _run(capsys, *images, "--model", xcos_ckpt, "--methods", "random", "--crop", "500", *out)
+    assert code == 2 and "crop 500" in err
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,1 @@
+"""Lightning callbacks of xcos-lightning (explanation monitoring during training lands here)."""
