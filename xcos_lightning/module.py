@@ -1,13 +1,14 @@
 """``XCosModule``: the LightningModule. It wires injected parts together; the maths lives in ``models``."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xcos_lightning.errors import DataFormatError
 from xcos_lightning.metrics.verification import VerificationMetric
 from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.models.checkpoint import part_config
@@ -37,6 +38,12 @@ class XCosModule(L.LightningModule):
         lr, momentum, weight_decay, milestones, gamma: SGD for backbone and head; no weight decay on
             BatchNorm/PReLU/bias; lr multiplied by ``gamma`` at each epoch in ``milestones``.
         attention_lr, attention_step, attention_gamma: Adam for the attention with StepLR (paper 8, 0.99).
+        nonfinite: what a NaN/inf loss or gradient does. ``"raise"`` stops the run with FloatingPointError
+            before the weights change (the last checkpoint stays the last good one); ``"skip"`` leaves the
+            weights and optimizer state of that step untouched, goes on, and logs the running count as
+            ``train/skipped_nonfinite`` (kept in checkpoints). The step still counts in ``global_step``.
+            Under AMP with a GradScaler (``16-mixed``) inf gradients are the scaler's business: it skips
+            those steps and lowers its scale, so only the loss is checked. All DDP ranks decide together.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class XCosModule(L.LightningModule):
         attention_lr: float = 1e-3,
         attention_step: int = 8,
         attention_gamma: float = 0.99,
+        nonfinite: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
         if _from_cli():
@@ -70,11 +78,74 @@ class XCosModule(L.LightningModule):
         self.head = (head or ArcFace)(backbone.embedding_dim, num_classes)
         self.teacher = None if teacher == "self" else Teacher(_load_teacher(teacher))
         self.val_metrics = nn.ModuleDict()
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite={nonfinite!r}: choose 'raise' or 'skip'")
+        self.skipped_nonfinite = 0
+
+    # ------------------------------------------------------------ input checks
+    def check_batch(self, batch: dict[str, Tensor], labels: Tensor | None = None) -> None:
+        """Refuse images that are not float RGB ``(B, 3, H, W)`` and identity ``labels`` outside
+        ``[0, num_classes)``, naming the value: on a GPU an out-of-range label is a device-side assert that
+        kills the process without saying which."""
+        for key in ("img_a", "img_b"):
+            img = batch[key]
+            if not (img.ndim == 4 and img.shape[1] == 3 and img.is_floating_point()):
+                raise DataFormatError(f"batch[{key!r}] has shape {tuple(img.shape)} and dtype {img.dtype}; models "
+                                      "take float RGB (B, 3, H, W) in [0, 1]: convert grayscale/RGBA images to RGB "
+                                      "in the dataset")
+        if labels is not None:
+            outside = (labels < 0) | (labels >= self.hparams.num_classes)
+            if outside.any():
+                raise DataFormatError(
+                    f"training label {int(labels[outside][0])} is outside [0, num_classes={self.hparams.num_classes}) "
+                    "of the margin head; the data module's num_classes must count every identity its labels use")
+
+    # ---------------------------------------------------------- numeric faults
+    def _nonfinite(self, bad: bool) -> bool:
+        # One rank alone skipping or raising would leave the others waiting in the gradient all-reduce.
+        return bool(self.trainer.strategy.reduce_boolean_decision(bad, all=False))
+
+    def _gradient_check_applies(self) -> bool:
+        return getattr(self.trainer.precision_plugin, "scaler", None) is None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """After backward (gradients all-reduced, AMP-unscaled), before clipping and the update."""
+        if not self._gradient_check_applies():
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        peak = torch.stack([g.detach().abs().amax().float() for g in grads]).amax()
+        if not self._nonfinite(not bool(torch.isfinite(peak))):
+            return
+        if self.hparams.nonfinite == "raise":
+            names = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            raise FloatingPointError(
+                f"non-finite gradient at global step {self.global_step} in {len(names)} parameters (first: "
+                f"{names[0] if names else '?'}) although the loss was finite; the weights were not updated. "
+                "Lower the learning rate, enable gradient clipping, or set model.nonfinite=skip")
+        for p in self.parameters():
+            p.grad = None  # SGD and Adam leave parameters without gradient (and their state) untouched
+        self.skipped_nonfinite += 1
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.nonfinite == "skip":
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
 
     # ----------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         img_a, img_b = batch["img_a"], batch["img_b"]
         labels = torch.cat([batch["label_a"], batch["label_b"]])
+        self.check_batch(batch, labels)
+        # A non-finite forward also writes NaN into BatchNorm running statistics; they are put back with the
+        # step. Copying them costs far less than the forward (a few thousand numbers per BatchNorm).
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         grids = self.model.grid(torch.cat([img_a, img_b]))
         emb = grid_embedding(grids)
         logits = self.head(emb, labels)
@@ -87,10 +158,16 @@ class XCosModule(L.LightningModule):
             mse = F.mse_loss(xcos.float(), target.float())
             loss = self.hparams.lambda_ce * ce + (1 - self.hparams.lambda_ce) * mse
             logs["train/mse"] = mse
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at global step {self.global_step} "
-                f"(ce={ce.item()}); lower the learning rate or enable gradient clipping")
+        if self._nonfinite(not bool(torch.isfinite(loss))):
+            for b, saved in zip(self.model.buffers(), buffers):
+                b.copy_(saved)
+            if self.hparams.nonfinite == "raise":
+                raise FloatingPointError(
+                    f"non-finite training loss {loss.item()} at global step {self.global_step} (ce={ce.item()}) "
+                    "on this or another rank; the weights were not updated. Lower the learning rate, enable "
+                    "gradient clipping, or set model.nonfinite=skip")
+            self.skipped_nonfinite += 1
+            return None  # Lightning then skips backward and the update of this step
         self.log_dict(logs, batch_size=img_a.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=img_a.shape[0])
         return loss
@@ -132,6 +209,7 @@ class XCosModule(L.LightningModule):
         return list(self.val_metrics.keys())[dataloader_idx]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.check_batch(batch)
         scores = self.model.pair_scores(batch["img_a"], batch["img_b"], flip_tta=True)
         for kind, metric in self.val_metrics[self._set_name(dataloader_idx)].items():
             metric.update(scores[kind], batch["label"], batch["index"])
