@@ -22,7 +22,8 @@ from xcos_lightning.models.registry import create_trunk
 
 def test_formats_and_spec_parsing():
     assert list_pretrained_formats() == [
-        "arcface_torch-r100", "arcface_torch-r18", "arcface_torch-r34", "arcface_torch-r50", "mobilefacenet"
+        "arcface_torch-r100", "arcface_torch-r18", "arcface_torch-r34", "arcface_torch-r50", "mobilefacenet",
+        "safetensors",  # files written by explain.py export, which carry their architecture
     ]
     assert parse_spec("arcface_torch-r50:/w/a:b/backbone.pth") == ("arcface_torch-r50", Path("/w/a:b/backbone.pth"))
     for bad in ["backbone.pth", "mobilefacenet:", "resnet:/x.pt"]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosError
 from xcos_lightning.explain.base import Explainer
@@ -260,10 +261,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, methods: list[str]) -> int:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    model = load_model(args.model).to(device).eval()
-    pair_set = load_pair_set(args.data)
+def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: argparse.Namespace,
+                 device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict]:
+    """Every protocol for every method on ``args.pairs`` genuine + impostor pairs of ``pair_set``.
+
+    ``model``: an eval-mode embedding model on ``device``. ``args`` carries this command's options (``pairs``,
+    ``seed``, ``threshold``, ``steps``, ``fill``, ``sides``, ``n_masks``, ``batch_size``, ``pair_batch``,
+    ``model``). Returns ``(metrics {method: {metric: value}}, curves {method: {name: list}}, info)`` with
+    ``info`` = threshold, its source, clean EER and accuracy, the pair indices and a one-line summary.
+    Progress goes to stderr.
+    """
     chosen = select_pairs(pair_set.labels, args.pairs, args.seed)
     identities = identities_from_folders(pair_set)
     patched = Subset(make_patched_set(pair_set, identities, seed=args.seed), chosen.tolist())
@@ -286,13 +293,20 @@ def _run(args: argparse.Namespace, methods: list[str]) -> int:
         with build_explainer(name, model, threshold, args, device) as explainer:
             results[name], curves[name] = evaluate(name, explainer, model, loader, threshold, args, device)
         log(f"{name}: done in {time.perf_counter() - start:.1f} s")
-    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
-                "threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
-                "pair_indices": chosen.tolist(), "summary": summary}
+    info = {"threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
+            "pair_indices": chosen.tolist(), "summary": summary}
+    return results, curves, info
+
+
+def _run(args: argparse.Namespace, methods: list[str]) -> int:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model = load_model(args.model).to(device).eval()
+    results, curves, info = faithfulness(model, load_pair_set(args.data), methods, args, device)
+    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}, **info}
     if args.out is not None:
         write_outputs(args.out, results, curves, settings)
         log(f"wrote {args.out}/table.md, table.csv, results.json and {len(PLOTS)} plots")
-    print(summary + "\n\n" + markdown_table(results))
+    print(info["summary"] + "\n\n" + markdown_table(results))
     if args.json:
         print(json.dumps(_json_safe(results)))
     return 0

@@ -2,7 +2,13 @@
 
     python explain.py verify --model SPEC --data SPEC [--data SPEC ...] [--json]
     python explain.py benchmark --model SPEC --data SPEC --methods random,corrrise [--json]
+    python explain.py pair A.jpg B.jpg --model SPEC --methods corrrise,xssab --threshold T --out fig.png
+    python explain.py compare SPEC [SPEC ...] --data SPEC [--data SPEC ...] --methods random,corrrise --out DIR
+    python explain.py export SPEC --format safetensors|torchscript|onnx --out PATH [--json]
     python explain.py <command> --help
+
+Model SPECs: a ``.ckpt`` of ``train.py``, ``<format>:<path>`` (mobilefacenet, arcface_torch-r18..r100,
+safetensors) or ``package.module:function`` (imports and runs that code: trusted code only).
 
 A subcommand module exposes ``add_parser(subparsers) -> ArgumentParser`` and ``run(args) -> int`` (the exit
 code); adding one is one entry in ``COMMANDS``. Bad input (``xcos_lightning.errors``) is reported as one
@@ -16,10 +22,10 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
 
-from xcos_lightning.cli import benchmark, pair, verify  # noqa: E402
+from xcos_lightning.cli import benchmark, compare, export, pair, verify  # noqa: E402
 from xcos_lightning.errors import XCosError  # noqa: E402
 
-COMMANDS = (verify, benchmark, pair)
+COMMANDS = (verify, benchmark, pair, compare, export)
 DEBUG_HELP = "show the full traceback of errors"
 
 

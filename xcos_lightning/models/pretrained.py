@@ -1,9 +1,11 @@
 """Pretrained face-recognition models from users' files, chosen by a SPEC ``<format>:<path>``.
 
-Formats: ``mobilefacenet`` (the layout of the shared ``mobilefacenet_128d.pt``) and
-``arcface_torch-r18|r34|r50|r100`` (insightface ``backbone.pth``). Files are read with
-``torch.load(weights_only=True)`` so a crafted pickle cannot run code, and must match the layout
-exactly (strict loading). Example::
+Formats: ``mobilefacenet`` (the layout of the shared ``mobilefacenet_128d.pt``),
+``arcface_torch-r18|r34|r50|r100`` (insightface ``backbone.pth``) and ``safetensors`` (a file written by
+``explain.py export --format safetensors``: weights plus the architecture as JSON metadata, rebuilt only
+from this package's classes; see ``xcos_lightning.models.export``). Files are read with
+``torch.load(weights_only=True)`` or safetensors, so a crafted file cannot run code, and must match the
+layout exactly (strict loading). Example::
 
     model = load_pretrained("arcface_torch-r50:/models/ms1mv3_r50/backbone.pth")
     emb = model(images)                      # (B, 3, 112, 112) RGB [0, 1] -> (B, 512)
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError, UnsafeFileError
 from xcos_lightning.models.iresnet import IRESNET_LAYERS, IResNet
@@ -27,25 +29,55 @@ from xcos_lightning.models.mobilefacenet import MobileFaceNet
 
 PretrainedModel = IResNet | MobileFaceNet
 _FORMATS: dict[str, Callable[[], PretrainedModel]] = {}
+# Formats whose files carry their own architecture: ``load(path) -> eval-mode model``.
+_LOADERS: dict[str, Callable[[Path], nn.Module]] = {}
 
 
 def register_pretrained_format(name: str, build: Callable[[], PretrainedModel]) -> None:
     """Make ``<name>:<path>`` loadable; ``build()`` returns the untrained model the file's weights fill, with
     the interface of ``IResNet``/``MobileFaceNet`` (``embedding_dim``, ``grid_channels``, ``grid_tap``,
     ``embed_from_grid`` and ``HEAD_MODULES``, the top-level modules after the grid tap point)."""
-    if name in _FORMATS:
+    if name in _FORMATS or name in _LOADERS:
         raise ValueError(f"pretrained format {name!r} is already registered")
     _FORMATS[name] = build
+
+
+def register_pretrained_loader(name: str, load: Callable[[Path], nn.Module]) -> None:
+    """Make ``<name>:<path>`` loadable by ``load(path)``, for files that describe their own architecture;
+    ``load`` returns an embedding model ``(B, 3, 112, 112) [0, 1] -> (B, D)`` and raises ``ModelSpecError``."""
+    if name in _FORMATS or name in _LOADERS:
+        raise ValueError(f"pretrained format {name!r} is already registered")
+    _LOADERS[name] = load
+
+
+def build_pretrained(fmt: str) -> PretrainedModel:
+    """The untrained model of a weights-only format (``mobilefacenet``, ``arcface_torch-r50``, ...)."""
+    if fmt not in _FORMATS:
+        raise ModelSpecError(f"unknown weights-only pretrained format {fmt!r}; choose one of {sorted(_FORMATS)}")
+    return _FORMATS[fmt]()
+
+
+def list_weight_formats() -> list[str]:
+    """Formats whose files hold weights only (the architecture comes from the format name)."""
+    return sorted(_FORMATS)
+
+
+def _load_safetensors(path: Path) -> nn.Module:
+    # Imported here: export.py builds on this module.
+    from xcos_lightning.models.export import load_safetensors
+
+    return load_safetensors(path)
 
 
 register_pretrained_format("mobilefacenet", MobileFaceNet)
 for _arch, _layers in IRESNET_LAYERS.items():
     register_pretrained_format(f"arcface_torch-{_arch}", partial(IResNet, _layers))
+register_pretrained_loader("safetensors", _load_safetensors)
 
 
 def list_pretrained_formats() -> list[str]:
     """Format names accepted before the ``:`` of a SPEC."""
-    return sorted(_FORMATS)
+    return sorted([*_FORMATS, *_LOADERS])
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -55,7 +87,7 @@ def parse_spec(spec: str) -> tuple[str, Path]:
         raise ModelSpecError(
             f"pretrained model SPEC {spec!r} must look like '<format>:<path>', format one of {list_pretrained_formats()}"
         )
-    if fmt not in _FORMATS:
+    if fmt not in _FORMATS and fmt not in _LOADERS:
         raise ModelSpecError(
             f"unknown pretrained format {fmt!r} in SPEC {spec!r}; choose one of {list_pretrained_formats()}"
         )
@@ -91,14 +123,17 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def load_pretrained(spec: str) -> PretrainedModel:
+def load_pretrained(spec: str) -> nn.Module:
     """Build the model of ``spec = "<format>:<path>"`` and load its weights strictly; returned in eval mode.
 
-    The model maps RGB ``(B, 3, 112, 112)`` in ``[0, 1]`` to embeddings ``(B, model.embedding_dim)``
-    (not L2-normalised) and exposes ``grid_channels``, ``grid_tap(x) -> (B, grid_channels, 7, 7)`` and
-    ``embed_from_grid(grid) -> (B, embedding_dim)``.
+    Weights-only formats give a model mapping RGB ``(B, 3, 112, 112)`` in ``[0, 1]`` to embeddings
+    ``(B, model.embedding_dim)`` (not L2-normalised) exposing ``grid_channels``,
+    ``grid_tap(x) -> (B, grid_channels, 7, 7)`` and ``embed_from_grid(grid) -> (B, embedding_dim)``;
+    ``safetensors`` gives back the exported model (an ``XCosModel`` or one of those).
     """
     fmt, path = parse_spec(spec)
+    if fmt in _LOADERS:
+        return _LOADERS[fmt](path).eval()
     state = read_state_dict(path)
     model = _FORMATS[fmt]()
     try:

@@ -1,11 +1,38 @@
-"""Model SPECs shared by every command: a ``.ckpt`` of this framework or ``<format>:<path>``."""
+"""Model SPECs shared by every command: a ``.ckpt`` of this framework, ``<format>:<path>`` or ``module:function``."""
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import sys
 from pathlib import Path
+from typing import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError
+
+# ``package.module:function``: dotted Python identifiers, then one identifier (no path separators, so a
+# file path such as ``runs/x.ckpt`` or ``C:\\model.pt`` never matches).
+_IMPORT_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+PROBE_SIZE = 112  # side of the zero image a module:function model is checked on
+
+
+class CallableEmbedding(nn.Module):
+    """An ``nn.Module`` around a plain embedding callable ``(B, 3, 112, 112) [0, 1] -> (B, D)``, so commands
+    can call ``.to()`` / ``.eval()`` on it; its parameters are whatever the callable keeps (none seen here)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], name: str) -> None:
+        super().__init__()
+        self.fn = fn
+        self.name = name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
 
 
 def load_model(spec: str) -> nn.Module:
@@ -13,7 +40,10 @@ def load_model(spec: str) -> nn.Module:
 
     - ``path/to/run.ckpt``: an ``XCosModel`` (also exposes ``xcos_maps`` when trained with xCos);
     - ``<format>:<path>``: a pretrained model from another project (``mobilefacenet:...``,
-      ``arcface_torch-r50:backbone.pth``; see ``xcos_lightning.models.pretrained``).
+      ``arcface_torch-r50:backbone.pth``, ``safetensors:exported.safetensors``; see
+      ``xcos_lightning.models.pretrained``);
+    - ``package.module:function``: see :func:`load_from_import`. It **imports and runs user code**: use
+      it only with code you trust.
     """
     from xcos_lightning.models.checkpoint import load_xcos_checkpoint
     from xcos_lightning.models.pretrained import list_pretrained_formats, load_pretrained
@@ -23,5 +53,63 @@ def load_model(spec: str) -> nn.Module:
         return load_pretrained(spec)
     if Path(spec).suffix == ".ckpt" or Path(spec).is_file():
         return load_xcos_checkpoint(spec)
-    raise ModelSpecError(f"cannot resolve model SPEC {spec!r}: expected a .ckpt file of this framework or "
-                         f"<format>:<path> with format in {list_pretrained_formats()}")
+    if _IMPORT_SPEC.fullmatch(spec):
+        return load_from_import(spec)
+    raise ModelSpecError(f"cannot resolve model SPEC {spec!r}: expected a .ckpt file of this framework, "
+                         f"<format>:<path> with format in {list_pretrained_formats()}, or package.module:function")
+
+
+def load_from_import(spec: str) -> nn.Module:
+    """``"package.module:function"`` -> ``function()``, any embedding model, in eval mode.
+
+    The function takes no arguments and returns an ``nn.Module`` or callable mapping RGB
+    ``(B, 3, 112, 112)`` float in ``[0, 1]`` to embeddings ``(B, D)``; it normalises its own input (see
+    CONTRIBUTING.md). Modules are imported from ``sys.path`` plus the current directory. The result is
+    checked once on a zero image (must give a ``(1, D)`` floating tensor). Importing runs the module's
+    code: trusted code only. Every failure is a ``ModelSpecError`` naming the SPEC.
+    """
+    module_name, _, attr = spec.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:  # user modules usually sit beside the command's working directory, as with ``python -m``
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs arbitrary code: any error means the SPEC is unusable
+        from xcos_lightning.models.pretrained import list_pretrained_formats
+
+        raise ModelSpecError(f"model SPEC {spec!r}: cannot import module {module_name!r} "
+                             f"({type(exc).__name__}: {exc}); check the name and PYTHONPATH (or, for a "
+                             f"weights file, use <format>:<path> with format in {list_pretrained_formats()})") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelSpecError(f"model SPEC {spec!r}: module {module_name!r} has no function {attr!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelSpecError(f"model SPEC {spec!r}: {attr}() failed ({type(exc).__name__}: {exc})") from exc
+    if not callable(model):
+        raise ModelSpecError(f"model SPEC {spec!r}: {attr}() returned {type(model).__name__}, not an embedding "
+                             "model (an nn.Module or callable mapping (B, 3, 112, 112) images to (B, D))")
+    model = model if isinstance(model, nn.Module) else CallableEmbedding(model, spec)
+    model.eval()
+    _probe(model, spec)
+    return model
+
+
+def _probe(model: nn.Module, spec: str) -> None:
+    """Fail early, naming ``spec``, when the model does not map ``(1, 3, 112, 112)`` to ``(1, D)``."""
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=param.device if param is not None else "cpu")
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:
+        raise ModelSpecError(f"model SPEC {spec!r}: the model fails on a (1, 3, {PROBE_SIZE}, {PROBE_SIZE}) image "
+                             f"({type(exc).__name__}: {exc})") from exc
+    if not (isinstance(out, Tensor) and out.ndim == 2 and out.shape[0] == 1 and out.is_floating_point()):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelSpecError(f"model SPEC {spec!r}: the model must return float embeddings (B, D), got {got}")

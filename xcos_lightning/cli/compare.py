@@ -1,0 +1,234 @@
+"""``explain.py compare``: several models side by side in one table (markdown + CSV).
+
+    explain.py compare runs/kz25_xcos/checkpoints/last.ckpt runs/kz25_arcface/checkpoints/last.ckpt \\
+        --data lfw:../shared/data/lfw --methods random,corrrise,xcos --pairs 20 --out runs/compare [--json]
+
+- ``SPEC``: model SPECs (``.ckpt``, ``<format>:<path>``, ``module:function``), one table column each.
+- ``--data``: pair set SPECs (repeatable). Verification accuracy on each (``explain.py verify``'s protocol:
+  flip TTA, 10 contiguous folds, mean +- std in %): the cosine of the embeddings, and the xCos score for xCos
+  models. ``--verify-pairs N`` scores N genuine + N impostor pairs per set (seeded, in file order) instead
+  of all of them.
+- Faithfulness (``explain.py benchmark``'s protocols, on the FIRST ``--data`` set, ``--pairs`` genuine +
+  impostor pairs, each model at its own EER threshold on those pairs): per method deletion/insertion AUC,
+  S-RISE flip fractions, DPR FMR/FNMR AUC, explainer seconds per pair. ``xcos`` is skipped (``n/a``) for
+  models without the xCos head.
+- Parameters, and latency per pair: median wall time (``--latency-repeats`` timed runs after 3 warm-up runs)
+  of scoring the set's first pair, both faces in one batch, no flip (xCos models: ``xcos_maps``, which gives
+  the grid cosine, S, W and the xCos score).
+- ``--out``: ``table.md``, ``table.csv`` (one row per metric, one column per model) and ``results.json``.
+  The markdown goes to stdout; ``--json`` adds one line ``{SPEC: {metric: value}}``. Progress on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xcos_lightning.cli.benchmark import COLUMNS, MASK_METHODS, _json_safe, faithfulness, select_pairs
+from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.datamodules.pairs_file import load_pair_set
+from xcos_lightning.errors import DataFormatError
+from xcos_lightning.evaluate import score_pair_set
+from xcos_lightning.explain.registry import list_explainers
+from xcos_lightning.metrics.faithfulness import FILLS
+from xcos_lightning.metrics.verification import kfold_accuracy
+from xcos_lightning.models.spec import load_model
+
+FOLDS = 10
+WARMUP = 3
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``compare`` on an ``argparse`` subparsers object."""
+    parser = subparsers.add_parser("compare", help="several models in one table: accuracy, faithfulness, latency",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", metavar="SPEC", nargs="+", help="model SPECs (one column each)")
+    parser.add_argument("--data", required=True, action="append",
+                        help="pair set SPEC (repeatable); faithfulness runs on the first")
+    parser.add_argument("--methods", default="random,corrrise", help="comma-separated explainers (default "
+                        "random,corrrise; xcos applies to xCos models only)")
+    parser.add_argument("--pairs", type=int, default=20, help="genuine and as many impostor pairs for the "
+                        "faithfulness protocols (default 20)")
+    parser.add_argument("--verify-pairs", type=int, default=None,
+                        help="genuine and as many impostor pairs per set for accuracy (default: all pairs)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for table.md, table.csv, results.json")
+    parser.add_argument("--steps", type=int, default=20, help="fraction steps of the protocols (default 20)")
+    parser.add_argument("--fill", choices=FILLS, default="zero", help="deletion/insertion canvas (default zero)")
+    parser.add_argument("--sides", choices=("a", "both"), default="a", help="perturb A only or A and B (default a)")
+    parser.add_argument("--n-masks", type=int, default=None, help=f"masks for {', '.join(MASK_METHODS)}")
+    parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
+    parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model (default 20)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
+    parser.add_argument("--json", action="store_true", help="print {SPEC: {metric: value}} as the last line")
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = sorted(set(methods) - set(list_explainers()))
+    if not methods or unknown:
+        raise DataFormatError(f"--methods {text!r}: unknown or missing methods {unknown or methods}; "
+                              f"choose from {list_explainers()}")
+    return methods
+
+
+def pair_subset(pair_set: PairSet, indices: np.ndarray) -> PairSet:
+    """The pairs ``indices`` (sorted) of ``pair_set`` as a new :class:`PairSet` (same crop and size)."""
+    sources = [pair_set.sources[2 * i + side] for i in indices for side in (0, 1)]
+    return PairSet(sources, pair_set.labels[indices], f"{pair_set.name} ({len(indices)} pairs)", pair_set.size,
+                   pair_set.crop, pair_set.crop_center)
+
+
+def accuracy(model: nn.Module, pair_set: PairSet, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``{"cos": {"acc", "acc_std"}, ["xcos": ...]}``: 10-fold accuracy in ``[0, 1]`` with flip TTA."""
+    scores = score_pair_set(model, pair_set, args.batch_size, flip=True, desc=f"accuracy {pair_set.name}")
+    labels = scores.pop("label")
+    return {kind: kfold_accuracy(s, labels, FOLDS) for kind, s in scores.items()}
+
+
+def latency_ms(model: nn.Module, pair_set: PairSet, repeats: int, device: torch.device) -> float:
+    """Median milliseconds to score the set's first pair (one batch of both faces, no flip)."""
+    item = pair_set[0]
+    img_a, img_b = item["img_a"][None].to(device), item["img_b"][None].to(device)
+
+    def score() -> None:
+        if getattr(model, "has_xcos", False):
+            model.xcos_maps(img_a, img_b)
+        else:
+            emb_a, emb_b = model(torch.cat([img_a, img_b])).float().chunk(2)
+            F.cosine_similarity(emb_a, emb_b, dim=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the kernels, not their launch
+
+    times = []
+    with torch.no_grad():
+        for n in range(WARMUP + repeats):
+            start = time.perf_counter()
+            score()
+            if n >= WARMUP:
+                times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, methods: list[str],
+                  args: argparse.Namespace, device: torch.device) -> dict[str, float | bool]:
+    """Flat ``{metric: value}`` of one model, hierarchical names: ``parameters``, ``xcos_head``,
+    ``latency_ms_per_pair``, ``verify/<set>/acc_<cos|xcos>[_std]`` (in ``[0, 1]``; accuracy on ``sets``),
+    ``faithfulness/threshold`` and ``explain/<method>/<metric>`` (on ``faith_set``); ``nan`` where a metric
+    does not apply."""
+    model = load_model(spec).to(device).eval()
+    xcos = bool(getattr(model, "has_xcos", False))
+    row: dict[str, float | bool] = {"parameters": float(sum(p.numel() for p in model.parameters())),
+                                    "xcos_head": xcos}
+    row["latency_ms_per_pair"] = latency_ms(model, next(iter(sets.values())), args.latency_repeats, device)
+    for name, pair_set in sets.items():
+        measured = accuracy(model, pair_set, args)
+        for kind in ("cos", "xcos"):
+            m = measured.get(kind, {"acc": math.nan, "acc_std": math.nan})
+            row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]
+    usable = [m for m in methods if m != "xcos" or xcos]
+    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None})
+    results, _, info = faithfulness(model, faith_set, usable, options, device)
+    row["faithfulness/threshold"] = info["threshold"]
+    for method in methods:
+        for _, key, _ in COLUMNS:
+            row[f"explain/{method}/{key}"] = results.get(method, {}).get(key, math.nan)
+    return row
+
+
+LABELS = {key: f"{column} {arrow}".strip() for column, key, arrow in COLUMNS}
+
+
+def label(metric: str) -> str:
+    """Table label of a metric name: ``verify/lfw:x/acc_cos`` -> ``lfw:x: acc cos %``, ``explain/m/k`` ->
+    ``m: <benchmark column> <arrow>``."""
+    head, _, key = metric.rpartition("/")
+    if metric.startswith("verify/"):
+        return f"{head[len('verify/'):]}: acc {key[len('acc_'):]} %"
+    if metric.startswith("explain/"):
+        return f"{head[len('explain/'):]}: {LABELS[key]}"
+    return {"parameters": "parameters", "xcos_head": "xCos head", "latency_ms_per_pair": "latency ms/pair",
+            "faithfulness/threshold": "faithfulness threshold (EER)"}[metric]
+
+
+def _cell(metric: str, row: dict[str, float | bool]) -> str:
+    value = row[metric]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if math.isnan(value):
+        return "n/a"
+    if metric == "parameters":
+        return f"{value / 1e6:.3g} M"
+    if metric.startswith("verify/"):
+        return f"{100 * value:.2f} +- {100 * row[metric + '_std']:.2f}"
+    return f"{value:.4g}"
+
+
+def markdown_table(table: dict[str, dict[str, float | bool]]) -> str:
+    """One row per metric (std folded into the accuracy rows), one column per model."""
+    specs = list(table)
+    metrics = [m for m in table[specs[0]] if not m.endswith("_std")]
+    lines = ["| metric | " + " | ".join(f"`{s}`" for s in specs) + " |", "|---" * (len(specs) + 1) + "|"]
+    lines += ["| " + " | ".join([label(m)] + [_cell(m, table[s]) for s in specs]) + " |" for m in metrics]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, table: dict[str, dict[str, float | bool]], settings: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(settings["summary"] + "\n\n" + markdown_table(table) + "\n")
+    specs = list(table)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", *specs])
+        writer.writerows([r, *(table[s][r] for s in specs)] for r in table[specs[0]])
+    (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "models": table}), indent=1))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare every model SPEC; 0 on success (bad input raises ``XCosError``)."""
+    methods = parse_methods(args.methods)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    sets: dict[str, PairSet] = {}
+    for spec in dict.fromkeys(args.data):  # every set is checked before any model runs
+        pair_set = load_pair_set(spec)
+        if args.verify_pairs is not None:
+            pair_set = pair_subset(pair_set, select_pairs(pair_set.labels, args.verify_pairs, args.seed))
+        if len(pair_set) < FOLDS:
+            raise DataFormatError(f"{spec}: {len(pair_set)} pairs; {FOLDS}-fold accuracy needs at least {FOLDS}")
+        sets[spec] = pair_set
+    # The faithfulness pairs come from the full first set, not from its --verify-pairs subset.
+    first_spec = next(iter(sets))
+    faith_set = load_pair_set(first_spec) if args.verify_pairs is not None else sets[first_spec]
+    table = {}
+    for n, spec in enumerate(dict.fromkeys(args.models), 1):
+        log(f"model {n}/{len(args.models)}: {spec}")
+        start = time.perf_counter()
+        table[spec] = compare_model(spec, sets, faith_set, methods, args, device)
+        log(f"model {n}/{len(args.models)} done in {time.perf_counter() - start:.1f} s")
+    summary = (f"accuracy: flip TTA, {FOLDS} folds, on {', '.join(f'{s} ({len(p)} pairs)' for s, p in sets.items())}; "
+               f"faithfulness: {args.pairs} genuine + {args.pairs} impostor pairs of {first_spec} (seed "
+               f"{args.seed}) at each model's EER threshold, steps {args.steps}, fill {args.fill}; latency: median "
+               f"of {args.latency_repeats} runs, one pair, no flip, on {device}")
+    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+                "summary": summary}
+    write_outputs(args.out, table, settings)
+    log(f"wrote {args.out}/table.md, table.csv and results.json")
+    print(summary + "\n\n" + markdown_table(table))
+    if args.json:
+        print(json.dumps(_json_safe(table)))
+    return 0
