@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,18 +20,35 @@ from xcos_lightning.models.xcos_model import XCosModel
 _ALLOWED_PREFIX = "xcos_lightning.models."
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, refusing pickled objects beyond tensors and plain containers."""
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """The checkpoint dict, refusing pickled objects beyond tensors and plain containers.
+
+    Raises UnsafeFileError when the file names other globals (a crafted pickle: nothing of it runs),
+    ModelSpecError when it is missing, truncated or not a PyTorch checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelSpecError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeFileError(f"{path}: refused to load; it holds objects other than tensors and plain "
-                              f"containers ({err}). Only open checkpoints you trust with other tools.") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ModelSpecError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        # torch's weights-only unpickler names a refused callable as "GLOBAL module.name"; any other
+        # refusal is an opcode it cannot parse: random or cut bytes.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        refused = [line for line in lines if "GLOBAL" in line]
+        if not refused:
+            detail = next((line for line in lines if "Unsupported" in line or "invalid" in line), lines[0])
+            raise ModelSpecError(f"{path}: not a readable PyTorch checkpoint ({detail[:200]}); "
+                                 "it is corrupt or truncated: use an earlier checkpoint") from err
+        raise UnsafeFileError(f"{path}: refused to load, nothing in it was run: it names code to call while "
+                              f"loading ({refused[0][:200]}), which checkpoints of tensors and plain containers "
+                              "never do. Only open checkpoints you trust with other tools.") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise ModelSpecError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err}); it is "
+                             "corrupt or truncated: use an earlier checkpoint") from err
+    if not isinstance(ckpt, dict):
+        raise ModelSpecError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
 
 
 def part_config(part: nn.Module | None) -> dict | None:
