@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     for spec in dict.fromkeys(args.data):  # every set is checked before any model runs
         pair_set = load_pair_set(spec)
         if args.verify_pairs is not None:
+            fewest = int(min(pair_set.labels.sum(), (~pair_set.labels).sum()))
+            if not 1 <= args.verify_pairs <= fewest:
+                raise DataFormatError(f"--verify-pairs {args.verify_pairs}: {spec} has {int(pair_set.labels.sum())} "
+                                      f"genuine and {int((~pair_set.labels).sum())} impostor pairs; choose 1..{fewest}")
             pair_set = pair_subset(pair_set, select_pairs(pair_set.labels, args.verify_pairs, args.seed))
         if len(pair_set) < FOLDS:
             raise DataFormatError(f"{spec}: {len(pair_set)} pairs; {FOLDS}-fold accuracy needs at least {FOLDS}")

@@ -1,0 +1,97 @@
+"""``explain.py compare`` end to end on real LFW pairs: a tiny xCos checkpoint beside a MobileFaceNet in the
+pretrained layout, one table (markdown, CSV, JSON), and one-line errors."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from xcos_lightning.cli.explain import main
+from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
+from xcos_lightning.models.checkpoint import part_config
+from xcos_lightning.models.mobilefacenet import MobileFaceNet
+
+PAIRS = 10  # per kind: the fewest 10-fold accuracy allows, times two
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A shared 2-core machine: spinning OpenMP threads make each op many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def xcos_ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = XCosModel(create_backbone("tiny", channels=16), LearnedAttention(32))
+    ckpt = tmp_path / "xcos.ckpt"
+    torch.save({"hyper_parameters": {"backbone": part_config(model.backbone), "attention": part_config(model.attention),
+                                     "xcos": True},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    return ckpt
+
+
+@pytest.fixture
+def mobilefacenet_spec(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "mfn.pt"
+    torch.save(MobileFaceNet().state_dict(), path)
+    return f"mobilefacenet:{path}"
+
+
+@pytest.fixture
+def lfw_pairs(shared_dir, tmp_path):
+    """SPEC of the first 10 matched and 10 mismatched LFW pairs, alternating (with the real identity folders)."""
+    lines = (shared_dir / "data/lfw/pairs.txt").read_text().splitlines()[1:]
+    matched, mismatched = [x for x in lines if len(x.split()) == 3], [x for x in lines if len(x.split()) == 4]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(x for k in range(PAIRS) for x in (matched[k], mismatched[k])) + "\n")
+    return f"pairs:{shared_dir / 'data/lfw'}:{pairs}"
+
+
+def test_compare_xcos_checkpoint_and_pretrained(xcos_ckpt, mobilefacenet_spec, lfw_pairs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", str(xcos_ckpt), mobilefacenet_spec, "--data", lfw_pairs, "--methods", "random,xcos",
+                 "--pairs", "2", "--steps", "4", "--latency-repeats", "2", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    table = json.loads(captured.out.strip().splitlines()[-1])
+    xcos, mfn = table[str(xcos_ckpt)], table[mobilefacenet_spec]
+    assert xcos["xcos_head"] and not mfn["xcos_head"]
+    assert xcos["parameters"] < 1e5 < mfn["parameters"] and mfn["latency_ms_per_pair"] > 0
+    for row in (xcos, mfn):
+        assert 0 <= row[f"verify/{lfw_pairs}/acc_cos"] <= 1
+        assert 0 <= row["explain/random/deletion_genuine"] <= 100
+        assert row["explain/random/seconds_per_pair"] > 0
+    assert 0 <= xcos[f"verify/{lfw_pairs}/acc_xcos"] <= 1 and 0 <= xcos["explain/xcos/dpr_fmr_auc"] <= 100
+    # xcos does not apply to the plain model: missing, not an error
+    assert mfn[f"verify/{lfw_pairs}/acc_xcos"] is None and mfn["explain/xcos/deletion_genuine"] is None
+
+    markdown = (out / "table.md").read_text()
+    assert f"| metric | `{xcos_ckpt}` | `{mobilefacenet_spec}` |" in markdown and markdown in captured.out + "\n"
+    assert f"| {lfw_pairs}: acc xcos % | " in markdown and "| n/a |" in markdown and "| xcos: del gen ↓ |" in markdown
+    with open(out / "table.csv", newline="") as f:
+        rows = {r[0]: r[1:] for r in csv.reader(f)}
+    assert rows["metric"] == [str(xcos_ckpt), mobilefacenet_spec] and math.isnan(float(rows["explain/xcos/dpr_fmr_auc"][1]))
+    assert json.loads((out / "results.json").read_text())["settings"]["pairs"] == 2
+    assert "[compare] model 2/2" in captured.err and "[benchmark]" in captured.err  # progress on stderr
+
+
+def test_compare_bad_input(xcos_ckpt, lfw_pairs, tmp_path, capsys):
+    out = ("--out", str(tmp_path / "cmp"))
+    for argv, expected in (
+        (["--data", lfw_pairs, "--methods", "random,nope"], "unknown or missing methods ['nope']"),
+        (["--data", lfw_pairs, "--verify-pairs", "50"], "--verify-pairs 50: " + lfw_pairs + " has 10 genuine and 10 impostor pairs"),
+        (["--data", "nowhere.bin"], "nowhere.bin"),
+    ):
+        assert main(["compare", str(xcos_ckpt), *argv, *out]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("explain.py compare: error:") and expected in err
+    assert main(["compare", str(tmp_path / "none.ckpt"), "--data", lfw_pairs, *out]) == 2
+    assert "none.ckpt does not exist" in capsys.readouterr().err
