@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from xcos_lightning.cli.explain import main
+from xcos_lightning.cli.pair import load_face
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
 from xcos_lightning.models.checkpoint import part_config
 
@@ -57,7 +58,7 @@ def test_pair_pretrained_mobilefacenet(shared_dir, images, tmp_path, capsys):
     assert list(result["methods"]) == ["random", "corrrise", "xssab", "gradcam"]
     assert all(t["seconds"] > 0 and abs(t["score"] - result["score"]) < 1e-4 for t in result["methods"].values())
     assert any(line.startswith("decision: ") for line in lines) and f"figure: {out}" in lines
-    _assert_png(out, (6 * 224, 4 * 224))  # 4 method rows of 6 panels of 224 px
+    _assert_png(out, (4 * 224, 5 * 224))  # the faces, then 4 method rows of 4 panels of 224 px
 
 
 @pytest.fixture
@@ -79,7 +80,31 @@ def test_pair_xcos_checkpoint_adds_grids(images, xcos_ckpt, tmp_path, capsys):
     assert code == 0
     result = json.loads(lines[-1])
     assert result["threshold"] is None and result["same"] is None and -1 <= result["xcos_score"] <= 1
-    _assert_png(out, (6 * 224, 3 * 224))  # 2 method rows + the S/W grid row
+    assert result["same_xcos"] is None
+    _assert_png(out, (4 * 224, 3 * 224))  # faces + S + W, then 2 method rows
+
+    code, lines, _ = _run(capsys, *images, "--model", xcos_ckpt, "--methods", "xcos", "--out", out,
+                          "--threshold", "0.3", "--xcos-threshold", "-1", "--json")
+    result = json.loads(lines[-1])
+    assert code == 0 and result["xcos_threshold"] == -1 and result["same_xcos"] is True
+    assert "; xCos decision: same person" in next(line for line in lines if line.startswith("decision: "))
+
+
+def test_load_face_high_depth_grayscale_and_exif_rotation(tmp_path):
+    """16-bit grayscale keeps its contrast (PIL's own RGB conversion would clip it to white) and a camera
+    photo's EXIF orientation is applied before the centre crop."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    face = load_face(tmp_path / "g16.png", 112, None)
+    assert face.shape == (3, 112, 112) and torch.equal(face[0], face[2])
+    assert face.min() < 0.05 and face.max() > 0.95 and abs(float(face.mean()) - 0.5) < 0.05
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, :40] = 255  # left half white; rotated by the EXIF tag 6 (90 degrees clockwise) it is the top
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "rot.jpg", exif=exif)
+    face = load_face(tmp_path / "rot.jpg", 112, None)
+    assert face[:, :40].mean() > 0.9 and face[:, -40:].mean() < 0.1
 
 
 def test_pair_reports_bad_input(images, xcos_ckpt, tmp_path, capsys):

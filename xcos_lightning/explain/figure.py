@@ -1,8 +1,14 @@
-"""Plain PIL figures of pair explanations (no plotting library): one row per method, faces and overlays.
+"""Plain PIL figures of pair explanations (no plotting library).
 
-Row layout: face A, face B, then the similarity and dissimilarity maps of each face blended over it
-(50 % face, 50 % colour; a ``jet`` ramp, dark blue = 0, dark red = 1). For xCos models a last row
-shows the 7 x 7 grids S (cell cosines, blue below the threshold, red above) and W (attention).
+Layout of :func:`pair_figure`, every panel the same square size:
+
+- top row: face A and face B; for xCos models with the 7 x 7 grid drawn on both, then the xCos panels of
+  the paper: S (cell cosines, a blue-white-red diverging ramp centred on the decision threshold, so red
+  cells pull the pair towards "same person") and W (attention, white to green from 0 to its maximum),
+  each cell printed with its value and a colour bar below;
+- one row per method: the similarity and dissimilarity maps of face A and face B, each blended over its
+  face (50 % face, 50 % ``jet`` colour: dark blue = 0, dark red = 1 = the map's peak), with a shared
+  colour bar in the header.
 """
 from __future__ import annotations
 
@@ -20,8 +26,16 @@ JET = ((0.0, (0, 0, 128)), (0.125, (0, 0, 255)), (0.375, (0, 255, 255)), (0.625,
        (0.875, (255, 0, 0)), (1.0, (128, 0, 0)))
 DIVERGING = ((0.0, (33, 102, 172)), (0.5, (247, 247, 247)), (1.0, (178, 24, 43)))
 WHITE_GREEN = ((0.0, (247, 252, 245)), (1.0, (0, 109, 44)))
-PANELS = ("face A", "face B", "similarity A", "similarity B", "dissimilarity A", "dissimilarity B")
-LABEL_W, TITLE_H, HEADER_H, GAP = 150, 44, 16, 6
+PANELS = ("similarity A", "similarity B", "dissimilarity A", "dissimilarity B")
+GAP, BAR_H = 8, 10  # px between panels; height of a colour bar's strip
+
+
+def font(size: int) -> ImageFont.ImageFont:
+    """PIL's bundled scalable font at ``size`` px (its small bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or built without FreeType
+        return ImageFont.load_default()
 
 
 def colorize(values: np.ndarray, ramp: Sequence[tuple[float, tuple[int, int, int]]] = JET) -> np.ndarray:
@@ -44,74 +58,122 @@ def overlay(face: np.ndarray, heat: Tensor, alpha: float = 0.5) -> np.ndarray:
     return ((1 - alpha) * face + alpha * colours).round().astype(np.uint8)
 
 
+def face_with_grid(img: Tensor, cells: int, side: int) -> Image.Image:
+    """Face ``(3, H, W)`` in ``[0, 1]`` as a ``side`` px square with the ``cells x cells`` grid drawn on it
+    (the cells of S and W: the grid features' receptive-field centres tile the face this way)."""
+    face = Image.fromarray(to_uint8(img)).resize((side, side), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(face)
+    for k in range(1, cells):
+        at = round(k * side / cells)
+        draw.line([(at, 0), (at, side - 1)], fill=(255, 255, 255), width=1)
+        draw.line([(0, at), (side - 1, at)], fill=(255, 255, 255), width=1)
+    return face
+
+
 def grid_image(grid: Tensor, ramp, lo: float, hi: float, side: int) -> Image.Image:
     """A ``7 x 7`` grid ``(h, w)`` as a ``side`` px square of coloured cells with their values printed."""
     values = grid.detach().float().cpu().numpy()
     cells = colorize((values - lo) / max(hi - lo, 1e-12), ramp)
     img = Image.fromarray(cells).resize((side, side), Image.Resampling.NEAREST)
-    draw, font = ImageDraw.Draw(img), ImageFont.load_default()
     h, w = values.shape
+    draw, text_font = ImageDraw.Draw(img), font(max(8, side // (3 * w)))
     for i in range(h):
         for j in range(w):
             text = f"{values[i, j]:.2f}".replace("0.", ".")
-            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font)
             x, y = (j + 0.5) * side / w - (right - left) / 2, (i + 0.5) * side / h - (bottom - top) / 2
             dark = cells[i, j].astype(float) @ (0.299, 0.587, 0.114) < 128  # luma of the cell colour
-            draw.text((x - left, y - top), text, fill=(255, 255, 255) if dark else (0, 0, 0), font=font)
+            draw.text((x - left, y - top), text, fill=(255, 255, 255) if dark else (0, 0, 0), font=text_font)
     return img
+
+
+def colour_bar(ramp, lo: float, hi: float, width: int, ticks: Sequence[float], size: int = 11) -> Image.Image:
+    """A horizontal ``width`` px colour bar from ``lo`` to ``hi`` with the ``ticks`` values written below."""
+    tick_font = font(size)
+    bar = Image.new("RGB", (width, BAR_H + size + 4), "white")
+    strip = colorize(np.tile(np.linspace(0.0, 1.0, width), (BAR_H, 1)), ramp)
+    bar.paste(Image.fromarray(strip), (0, 0))
+    draw = ImageDraw.Draw(bar)
+    for value in ticks:
+        x = round((value - lo) / max(hi - lo, 1e-12) * (width - 1))
+        text = f"{value:.2f}"
+        text_w = draw.textlength(text, font=tick_font)
+        draw.line([(x, BAR_H - 3), (x, BAR_H)], fill=(0, 0, 0))
+        draw.text((min(max(x - text_w / 2, 0), width - text_w), BAR_H + 1), text, fill=(0, 0, 0), font=tick_font)
+    return bar
 
 
 def pair_figure(img_a: Tensor, img_b: Tensor, explanations: Sequence[PairExplanation], *, title: str = "",
                 xcos_grids: tuple[Tensor, Tensor] | None = None, threshold: float | None = None,
                 scale: int = 2, index: int = 0) -> Image.Image:
-    """Figure of pair ``index`` of each explanation: one row per method, six labelled panels.
+    """Figure of pair ``index`` of each explanation: the faces (and xCos panels) on top, one row per method.
 
     Args:
         img_a, img_b: the pair's faces ``(3, H, W)`` in ``[0, 1]`` (as explained).
         explanations: one ``PairExplanation`` per method (of a batch holding the pair at ``index``).
-        title: text line at the top (score, threshold, decision).
-        xcos_grids: ``(S, W)`` ``(7, 7)`` of an xCos model, drawn as a last row; S's colours are centred
-            on ``threshold`` (0 if ``None``), W's run from 0 to its maximum.
+        title: text at the top (score, threshold, decision; may hold several lines).
+        xcos_grids: ``(S, W)`` ``(7, 7)`` of an xCos model: adds the grid on the faces and the S and W panels.
+        threshold: centre of S's diverging colours, the decision threshold of the xCos score (0 if ``None``);
+            S spans the threshold +- the largest distance of a cell from it, so the threshold is white.
         scale: integer upscaling of every panel (faces of 112 px become 224 px at the default 2).
     """
     h, w = img_a.shape[-2:]
     ph, pw = h * scale, w * scale
-    rows = len(explanations) + (xcos_grids is not None)
-    fig = Image.new("RGB", (LABEL_W + len(PANELS) * (pw + GAP), TITLE_H + rows * (HEADER_H + ph + GAP)), "white")
-    draw, font = ImageDraw.Draw(fig), ImageFont.load_default()
-    draw.text((GAP, GAP), title, fill=(0, 0, 0), font=font)
+    label_font, title_font = font(9 + 2 * scale), font(10 + 2 * scale)
+    text_h = 11 + 3 * scale  # height of one text line at label_font
+    label_w = 7 * text_h  # the left column holding each row's method name and time
+    bar_h = BAR_H + text_h + 4
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_h = GAP + int(measure.multiline_textbbox((0, 0), title, font=title_font)[3]) + GAP if title else GAP
+    top_h = text_h + ph + (bar_h if xcos_grids is not None else 0) + GAP  # S and W get colour bars
+    row_h = text_h + ph + GAP
+    width = label_w + len(PANELS) * (pw + GAP)
+    fig = Image.new("RGB", (width, title_h + top_h + text_h + len(explanations) * row_h + bar_h + GAP), "white")
+    draw = ImageDraw.Draw(fig)
+    if title:
+        draw.multiline_text((GAP, GAP), title, fill=(0, 0, 0), font=title_font)
     face_a, face_b = to_uint8(img_a), to_uint8(img_b)
 
-    def paste(panel: np.ndarray | Image.Image, row: int, col: int, label: str) -> None:
+    def paste(panel: np.ndarray | Image.Image, x: int, y: int, label: str) -> None:
         img = panel if isinstance(panel, Image.Image) else Image.fromarray(panel)
-        x, y = LABEL_W + col * (pw + GAP), TITLE_H + row * (HEADER_H + ph + GAP)
-        draw.text((x, y), label, fill=(0, 0, 0), font=font)
-        fig.paste(img.resize((pw, ph), Image.Resampling.NEAREST), (x, y + HEADER_H))
+        draw.text((x, y), label, fill=(0, 0, 0), font=label_font)
+        fig.paste(img.resize((pw, ph), Image.Resampling.NEAREST), (x, y + text_h))
 
-    for row, e in enumerate(explanations):
-        y = TITLE_H + row * (HEADER_H + ph + GAP) + HEADER_H
-        draw.text((GAP, y), f"{e.method}\n{e.seconds:.2f} s", fill=(0, 0, 0), font=font)
-        maps = (e.sim_a, e.sim_b, e.dis_a, e.dis_b)
-        faces = (face_a, face_b, face_a, face_b)
-        panels = [face_a, face_b] + [overlay(f, m[index]) for f, m in zip(faces, maps)]
-        for col, (panel, label) in enumerate(zip(panels, PANELS)):
-            paste(panel, row, col, label)
-    if xcos_grids is not None:
+    col_x = [label_w + c * (pw + GAP) for c in range(len(PANELS))]
+    y = title_h
+    if xcos_grids is None:
+        draw.text((GAP, y + text_h), "pair", fill=(0, 0, 0), font=label_font)
+        paste(face_a, col_x[0], y, "face A")
+        paste(face_b, col_x[1], y, "face B")
+    else:
         s_grid, w_grid = (g.detach().float().cpu() for g in xcos_grids)
         centre = 0.0 if threshold is None else threshold
         spread = max(float((s_grid - centre).abs().max()), 1e-6)
-        row = len(explanations)
-        y = TITLE_H + row * (HEADER_H + ph + GAP) + HEADER_H
-        draw.text((GAP, y), "xCos grids", fill=(0, 0, 0), font=font)
-        paste(grid_image(s_grid, DIVERGING, centre - spread, centre + spread, pw), row, 0,
-              f"S (cos), centre {centre:g}")
-        paste(grid_image(w_grid, WHITE_GREEN, 0.0, float(w_grid.max()), pw), row, 1, "W (attention)")
-        paste(overlay(face_a, _upsampled(s_grid * w_grid, h, w)), row, 2, "S*W on A (scaled)")
-        paste(overlay(face_b, _upsampled(s_grid * w_grid, h, w)), row, 3, "S*W on B (scaled)")
+        w_max = max(float(w_grid.max()), 1e-12)
+        cells = s_grid.shape[-1]
+        draw.multiline_text((GAP, y + text_h), "xCos\n(model's own\nexplanation)", fill=(0, 0, 0), font=label_font)
+        paste(face_with_grid(img_a, cells, pw), col_x[0], y, f"face A, {cells}x{cells} grid")
+        paste(face_with_grid(img_b, cells, pw), col_x[1], y, f"face B, {cells}x{cells} grid")
+        paste(grid_image(s_grid, DIVERGING, centre - spread, centre + spread, pw), col_x[2], y,
+              "S: cell cosines")
+        paste(grid_image(w_grid, WHITE_GREEN, 0.0, w_max, pw), col_x[3], y, "W: attention")
+        bar_y = y + text_h + ph + 2
+        fig.paste(colour_bar(DIVERGING, centre - spread, centre + spread, pw, (centre - spread, centre, centre + spread),
+                             size=text_h - 3), (col_x[2], bar_y))
+        fig.paste(colour_bar(WHITE_GREEN, 0.0, w_max, pw, (0.0, w_max), size=text_h - 3), (col_x[3], bar_y))
+    y += top_h
+    for col, name in enumerate(PANELS):
+        draw.text((col_x[col], y), name, fill=(0, 0, 0), font=label_font)
+    y += text_h
+    for e in explanations:
+        draw.multiline_text((GAP, y), f"{e.method}\n{e.seconds:.2f} s", fill=(0, 0, 0), font=label_font)
+        faces = (face_a, face_b, face_a, face_b)
+        for col, (face, heat) in enumerate(zip(faces, (e.sim_a, e.sim_b, e.dis_a, e.dis_b))):
+            fig.paste(Image.fromarray(overlay(face, heat[index])).resize((pw, ph), Image.Resampling.NEAREST),
+                      (col_x[col], y))
+        y += row_h
+    draw.text((GAP, y), "map colour", fill=(0, 0, 0), font=label_font)
+    fig.paste(colour_bar(JET, 0.0, 1.0, pw, (0.0, 0.5, 1.0), size=text_h - 3), (col_x[0], y + 2))
+    draw.text((col_x[1], y), "each map scaled to its peak (1); similarity = evidence for 'same person'",
+              fill=(0, 0, 0), font=label_font)
     return fig
-
-
-def _upsampled(grid: Tensor, h: int, w: int) -> Tensor:
-    """A ``(7, 7)`` grid as an ``(h, w)`` map in ``[0, 1]`` (min-max scaled, nearest cells)."""
-    up = torch.nn.functional.interpolate(grid[None, None], size=(h, w), mode="nearest")[0, 0]
-    return (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
