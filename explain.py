@@ -1,4 +1,4 @@
-"""Verify, explain and benchmark face models: ``python explain.py verify --model SPEC --data SPEC``."""
+"""Verify, explain, benchmark, compare and export face models: ``python explain.py <command> --help``."""
 import sys
 
 from xcos_lightning.cli.explain import main
