@@ -81,6 +81,8 @@ class XCosModule(L.LightningModule):
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}: choose 'raise' or 'skip'")
         self.skipped_nonfinite = 0
+        # Training images replaced because unreadable (FaceDataModule skip_bad_records), summed over ranks.
+        self.register_buffer("skipped_bad_records", torch.zeros((), dtype=torch.long), persistent=False)
 
     # ------------------------------------------------------------ input checks
     def check_batch(self, batch: dict[str, Tensor], labels: Tensor | None = None) -> None:
@@ -132,17 +134,27 @@ class XCosModule(L.LightningModule):
         if self.hparams.nonfinite == "skip":
             self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
 
+    def _count_bad_records(self, batch: dict[str, Tensor]) -> None:
+        if "skipped_bad" not in batch:
+            return
+        # Every rank adds the same all-reduced total, so the counter (and the checkpoint of rank 0) is global.
+        self.skipped_bad_records += self.trainer.strategy.reduce(batch["skipped_bad"].sum(), reduce_op="sum").long()
+        self.log("train/skipped_bad_records", self.skipped_bad_records.float(), on_step=True, on_epoch=False)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
+        checkpoint["skipped_bad_records"] = int(self.skipped_bad_records)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
+        self.skipped_bad_records.fill_(int(checkpoint.get("skipped_bad_records", 0)))
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         img_a, img_b = batch["img_a"], batch["img_b"]
         labels = torch.cat([batch["label_a"], batch["label_b"]])
         self.check_batch(batch, labels)
+        self._count_bad_records(batch)
         # A non-finite forward also writes NaN into BatchNorm running statistics; they are put back with the
         # step. Copying them costs far less than the forward (a few thousand numbers per BatchNorm).
         buffers = [b.detach().clone() for b in self.model.buffers()]

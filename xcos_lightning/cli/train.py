@@ -8,15 +8,46 @@ import sys
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import re  # noqa: E402
+
+from lightning.fabric.utilities.cloud_io import get_filesystem  # noqa: E402
 from lightning.pytorch import LightningDataModule  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
+from xcos_lightning.errors import UnsafeFileError  # noqa: E402
+from xcos_lightning.models.checkpoint import read_checkpoint  # noqa: E402
 from xcos_lightning.module import XCosModule  # noqa: E402
+
+# A dotted name such as "os.system": the form in which a config names a class or callable to import.
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_ALLOWED_PREFIX = "xcos_lightning."
 
 
 class LogConfigCallback(SaveConfigCallback):
-    """Saves ``config.yaml`` beside the run and also sends the resolved config to the logger (W&B)."""
+    """Saves ``config.yaml`` beside the run and also sends the resolved config to the logger (W&B).
+
+    A log folder that cannot be written (read-only, full, not a folder) costs the ``config.yaml`` and one
+    warning, never the run: checkpoints have their own folder.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            if self.save_to_log_dir:
+                path = os.path.join(trainer.log_dir, self.config_filename)
+                try:
+                    get_filesystem(trainer.log_dir).makedirs(trainer.log_dir, exist_ok=True)
+                    self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite,
+                                     multifile=self.multifile)
+                except OSError as err:
+                    rank_zero_warn(f"could not write the run config to {path} ({type(err).__name__}: {err}); "
+                                   "training goes on and the config still goes to the logger")
+            self.save_config(trainer, pl_module, stage)
+        # Every rank sets it (no broadcast): rank 0 alone may have failed to write.
+        self.already_saved = True
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if isinstance(trainer.logger, Logger):
@@ -34,6 +65,36 @@ class XCosCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The number of training identities is a property of the data, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """On ``--ckpt_path``, LightningCLI re-reads the model's config from the checkpoint and instantiates it;
+        a crafted checkpoint could thereby name any installed callable. Here the file is read weights-only
+        with errors naming it, and every class or callable it names must belong to this package."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        hparams = read_checkpoint(ckpt_path).get("hyper_parameters") or {}
+        hparams.pop("_instantiator", None)
+        _refuse_foreign_imports(hparams, ckpt_path)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+
+def _refuse_foreign_imports(value: object, ckpt_path: str, where: str = "hyper_parameters") -> None:
+    """Raise UnsafeFileError if ``value`` (a checkpoint's hyper-parameters) names an import outside the package."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_foreign_imports(item, ckpt_path, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_foreign_imports(item, ckpt_path, f"{where}[{i}]")
+    elif isinstance(value, str) and _IMPORT_PATH.fullmatch(value) and not value.startswith(_ALLOWED_PREFIX):
+        raise UnsafeFileError(f"{ckpt_path}: {where} = {value!r} names code outside {_ALLOWED_PREFIX}*, which "
+                              "resuming would import and call; refused. Resume only checkpoints written by train.py.")
 
 
 def main(args: list[str] | None = None) -> XCosCLI:

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from xcos_lightning.datamodules.image_folder import IdentityFolderDataset
-from xcos_lightning.datamodules.pair_sampling import PairSampler, TrainPairs
+from xcos_lightning.datamodules.pair_sampling import PairLoader, PairSampler, TrainPairs
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.datamodules.recordio_dataset import RecordIODataset
@@ -29,12 +29,14 @@ from xcos_lightning.errors import DataFormatError
 FaceDataset = IdentityFolderDataset | RecordIODataset
 
 
-def open_train_set(train: str | Path, size: int = 112, crop: int | None = None, transform=None) -> FaceDataset:
+def open_train_set(train: str | Path, size: int = 112, crop: int | None = None, transform=None,
+                   skip_bad_records: bool = False) -> FaceDataset:
     """``train``: a ``.rec`` (``.idx`` and ``property`` beside it; MS1M header record handled by the reader)
-    or an identity-folder root ``root/<identity>/<image>``. Raises DataFormatError naming a missing path."""
+    or an identity-folder root ``root/<identity>/<image>``. Raises DataFormatError naming a missing path.
+    ``skip_bad_records``: a ``.rec`` leaves out records whose header cannot be read (see RecordIODataset)."""
     path = Path(train)
     if path.suffix == ".rec":
-        return RecordIODataset(path, size=size, crop=crop, transform=transform)
+        return RecordIODataset(path, size=size, crop=crop, transform=transform, skip_bad_records=skip_bad_records)
     if path.is_dir():
         return IdentityFolderDataset(path, size=size, crop=crop, transform=transform)
     raise DataFormatError(f"training data {str(train)!r} not found: expected an identity-folder root "
@@ -45,14 +47,23 @@ class FaceTrainPairs(TrainPairs):
     """:class:`TrainPairs` over a face dataset; ``dataset`` is where :func:`seed_worker` finds the augmentation.
 
     With ``skip_bad_records`` an image that cannot be read or decoded is replaced by the next readable image of
-    the same identity (each bad image warned about once per process); without it the DataFormatError naming
-    the file or record stops training.
+    the same identity (each bad image warned about once per process) and items carry ``skipped_bad`` (int64,
+    0-2: how many of their two images were replaced), which ``XCosModule`` sums into the logged counter
+    ``train/skipped_bad_records``; without it the DataFormatError naming the file or record stops training.
     """
 
     def __init__(self, dataset: FaceDataset, seed: int = 0, skip_bad_records: bool = False) -> None:
         self.dataset, self.skip_bad_records = dataset, skip_bad_records
         self._bad: set[int] = set()
+        self._replaced = 0
         super().__init__(dataset.labels, self._load, seed=seed)
+
+    def __getitem__(self, key: int) -> dict[str, Tensor]:
+        self._replaced = 0
+        item = super().__getitem__(key)
+        if self.skip_bad_records:
+            item["skipped_bad"] = torch.tensor(self._replaced)
+        return item
 
     def _candidates(self, i: int):
         yield i
@@ -66,7 +77,9 @@ class FaceTrainPairs(TrainPairs):
             if j in self._bad:
                 continue
             try:
-                return self.dataset[j][0]
+                image = self.dataset[j][0]
+                self._replaced += j != i
+                return image
             except DataFormatError as err:
                 if not self.skip_bad_records:
                     raise
@@ -114,7 +127,10 @@ class FaceDataModule(L.LightningDataModule):
         crop: centre crop side in px applied to the *training* images before resizing (unaligned data);
             val sets use their SPEC's own preprocessing.
         augment: flip, small affine and colour jitter on training images.
-        skip_bad_records: replace unreadable training images instead of stopping (see :class:`FaceTrainPairs`).
+        skip_bad_records: go on past unreadable training data instead of stopping: ``.rec`` records whose header
+            cannot be read are left out at setup (one warning with their count), images that cannot be read
+            or decoded are replaced by another image of the same identity and counted in the logged
+            ``train/skipped_bad_records`` (see :class:`FaceTrainPairs`).
 
     Val batches are dicts ``img_a``, ``img_b`` ``(B, 3, size, size)`` float32 RGB in [0, 1], ``label`` bool
     ``(B,)`` (True = genuine) and ``index`` ``(B,)``, in :class:`AlternatingOrder`; train batches are those
@@ -136,7 +152,8 @@ class FaceDataModule(L.LightningDataModule):
         if self._train_set is None:
             hp = self.hparams
             self._train_set = open_train_set(hp.train, hp.size, hp.crop,
-                                             train_transform(hp.seed) if hp.augment else None)
+                                             train_transform(hp.seed) if hp.augment else None,
+                                             skip_bad_records=hp.skip_bad_records)
         return self._train_set
 
     @property
@@ -163,9 +180,9 @@ class FaceDataModule(L.LightningDataModule):
         if sampler.num_samples < hp.batch_size:  # drop_last would leave an empty epoch
             raise DataFormatError(f"{hp.train}: {sampler.num_samples} training images per process, fewer than "
                                   f"one batch of {hp.batch_size} pairs; lower batch_size")
-        return DataLoader(pairs, batch_size=hp.batch_size, sampler=sampler,
-                          num_workers=hp.num_workers, worker_init_fn=seed_worker, drop_last=True,
-                          persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
+        return PairLoader(pairs, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
+                          worker_init_fn=seed_worker, persistent_workers=hp.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> list[DataLoader]:
         loaders = []

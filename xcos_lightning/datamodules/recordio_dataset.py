@@ -1,6 +1,7 @@
 """Training/test sets packed as MXNet RecordIO (MS1M-ArcFace ``train.rec``, kz_celeb25 ``validation.rec``)."""
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -30,16 +31,22 @@ class RecordIODataset(Dataset):
     Labels are the first header label of each image record. ``num_classes`` comes from the ``property``
     file beside the ``.rec`` when present, else ``max(label) + 1``. ``class_names`` are the label numbers
     as strings (a ``.rec`` does not store names). Items: ``(float32 (3, size, size) in [0, 1] RGB, label)``.
+    With ``skip_bad_records``, records whose header cannot be read (bad magic, wrong length, truncated
+    tail) are left out of the data set with one warning giving their count (``skipped_keys``); without
+    it the first one raises DataFormatError naming the file and record. Headers are read on first use of
+    ``labels`` or ``len()`` (seconds for MS1M).
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None, size: int = 112,
-                 crop: int | None = None, transform: Transform | None = None):
+                 crop: int | None = None, transform: Transform | None = None, skip_bad_records: bool = False):
         self.reader = RecordIOReader(rec_path, idx_path)
         self.size, self.crop, self.transform = size, crop, transform
+        self.skip_bad_records = skip_bad_records
         self.property_path = self.reader.rec_path.parent / "property"
+        self.skipped_keys: list[int] = []
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self._index[0])
 
     def _label(self, key: int, header: RecordHeader) -> int:
         label = header.label
@@ -48,10 +55,29 @@ class RecordIODataset(Dataset):
         return int(label)
 
     @cached_property
+    def _index(self) -> tuple[list[int], np.ndarray]:
+        """(record keys of the images, their int64 labels); reads every record header once."""
+        keys, labels, first_error = [], [], None
+        for key in self.reader.image_keys:
+            try:
+                labels.append(self._label(key, self.reader.read_header(key)))
+                keys.append(key)
+            except DataFormatError as err:
+                if not self.skip_bad_records:
+                    raise
+                self.skipped_keys.append(key)
+                first_error = first_error or err
+        if self.skipped_keys:
+            warnings.warn(f"{self.reader.rec_path}: left out {len(self.skipped_keys)} unreadable records "
+                          f"(skip_bad_records), e.g. {first_error}", stacklevel=2)
+        if self.skipped_keys and not keys:
+            raise DataFormatError(f"{self.reader.rec_path}: no readable image record; re-create the .rec")
+        return keys, np.asarray(labels, dtype=np.int64)
+
+    @property
     def labels(self) -> np.ndarray:
-        """int64 ``(N,)``; reads every record header once (seconds for MS1M), hence computed on first use."""
-        keys = self.reader.image_keys
-        labels = np.asarray([self._label(k, self.reader.read_header(k)) for k in keys], dtype=np.int64)
+        """int64 ``(N,)``, checked against ``num_classes`` of the ``property`` file."""
+        labels = self._index[1]
         if self.property_path.is_file() and len(labels) and labels.max() >= self.num_classes:
             raise DataFormatError(f"{self.reader.rec_path}: label {labels.max()} >= num_classes {self.num_classes} "
                                   f"from {self.property_path}; the property file belongs to another data set")
@@ -73,11 +99,11 @@ class RecordIODataset(Dataset):
 
     def load_image(self, i: int) -> np.ndarray:
         """Image ``i`` after crop/resize: uint8 RGB ``(size, size, 3)``."""
-        key = self.reader.image_keys[i]
+        key = self._index[0][i]
         return self._prepare(key, self.reader.read_record(key)[1])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        key = self.reader.image_keys[i]
+        key = self._index[0][i]
         header, image_bytes = self.reader.read_record(key)
         image = self._prepare(key, image_bytes)
         return to_tensor(self.transform(image) if self.transform else image), self._label(key, header)

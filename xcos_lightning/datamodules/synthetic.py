@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from xcos_lightning.datamodules.pair_sampling import PairSampler, TrainPairs
+from xcos_lightning.datamodules.pair_sampling import PairLoader, PairSampler, TrainPairs
 from xcos_lightning.datamodules.synthetic_faces import SyntheticFaces
 
 
@@ -92,9 +92,8 @@ class SyntheticFacesDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pairs = self.train_pairs()
-        return DataLoader(pairs, batch_size=self.hparams.batch_size, sampler=PairSampler(pairs, seed=self.hparams.seed),
-                          num_workers=self.hparams.num_workers, drop_last=True,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return PairLoader(pairs, batch_size=self.hparams.batch_size, sampler=PairSampler(pairs, seed=self.hparams.seed),
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_pair_set(), batch_size=2 * self.hparams.batch_size,
