@@ -44,7 +44,14 @@ def records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 
 class RunLog:
-    """What an offline run logged: ``config`` (dict), ``history`` (key -> list of values), ``files``."""
+    """What an offline run logged: ``config`` (dict), ``history`` (key -> list of values), ``rows`` (one
+    dict per logged history row, in order), ``files``.
+
+    Media are history values too: an image list under ``key`` appears as ``key/_type`` =
+    ``"images/separated"`` and ``key/filenames``, a single image as ``key/_type`` = ``"image-file"``, a
+    Table as ``key/_type`` = ``"table-file"`` with ``key/path``; ``files`` lists the run-relative paths of
+    the files saved with the run (media included), which lie under ``<run_dir>/files``.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         (log,) = Path(run_dir).glob("run-*.wandb")
@@ -52,14 +59,21 @@ class RunLog:
         self.config: dict = {}
         self.history: dict[str, list] = defaultdict(list)
         self.exit_code: int | None = None
+        self.rows: list[dict] = []
+        self.files: list[str] = []
         for record in self.records:
             kind = record.WhichOneof("record_type")
             if kind == "config":
                 for item in record.config.update:
                     self.config[item.key] = json.loads(item.value_json)
             elif kind == "history":
+                row = {}
                 for item in record.history.item:
                     key = item.key or "/".join(item.nested_key)
-                    self.history[key].append(json.loads(item.value_json))
+                    row[key] = json.loads(item.value_json)
+                    self.history[key].append(row[key])
+                self.rows.append(row)
+            elif kind == "files":
+                self.files.extend(item.path for item in record.files.files)
             elif kind == "exit":
                 self.exit_code = record.exit.exit_code

@@ -1,0 +1,346 @@
+"""``ExplanationMonitor``: explanation quality of the model being trained, measured at validation time.
+
+After a validation run (``on_validation_end``: the model is still in eval mode, under Lightning's
+``inference_mode``, and this run's EER thresholds are in ``trainer.callback_metrics``), a fixed seeded
+subset of one validation set is explained by each configured method and scored by faithfulness measures.
+
+DDP: the subset is sharded over the ranks like a ``DistributedSampler`` (padded with repeats, which the
+metrics drop by pair index), every rank explains its shard one pair at a time (so a pair gets the same
+maps on any number of ranks), and every rank runs the same metric collectives; only rank 0 talks to the
+loggers and writes files.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning_utilities.core.rank_zero import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics import CatMetric, MeanMetric
+
+from xcos_lightning.callbacks.faithfulness_tracker import MEASURES, FaithfulnessTracker
+from xcos_lightning.callbacks.wandb_media import ShownPair, wandb_media
+from xcos_lightning.explain import (Explainer, PairExplanation, RandomMap, create_explainer, inference_copy,
+                                   list_explainers)
+from xcos_lightning.explain.perturbation import MaskingExplainer
+
+MASK_COUNT_METHODS = ("corrrise", "srise", "rise")  # explainers whose cost is set by n_masks
+
+
+class ExplanationMonitor(L.Callback):
+    """Logs ``explain/<method>/<metric>`` (and, with W&B, figures, a table and curves) every N epochs.
+
+    Decisions use the model's clean EER thresholds of this validation run, read from
+    ``trainer.callback_metrics``: ``val/<set>/eer_threshold_cos`` for the embedding cosine (the verifier
+    of every faithfulness measure and the threshold given to threshold-aware explainers such as xSSAB) and
+    ``val/<set>/eer_threshold_xcos`` for the xCos score (its decision and the centre of S's colours). The
+    EER threshold is the papers' choice (xSSAB: "EER threshold on clean LFW"), needs no extra pass over
+    the data, and follows the model as it trains. It is measured with flip test-time augmentation while
+    explainers and measures see single views; the two scores differ little, and all methods share the
+    same threshold, so their comparison is unaffected.
+
+    Args:
+        methods: explainer names (``xcos_lightning.explain.list_explainers()``); ``xcos`` is the model's
+            intrinsic S * W map (skipped, with a warning, for models without attention).
+        metrics: faithfulness measures: ``deletion_insertion`` (AUC in % of accuracy vs fraction of pixels
+            deleted / inserted; logged ``deletion_genuine``, ``insertion_genuine``, ``deletion_impostor``,
+            ``insertion_impostor``) and ``flip`` (S-RISE flip fractions in [0, 1]: ``flip_deletion``,
+            ``flip_insertion``, ``flip_unflipped``); see ``faithfulness_tracker``.
+        val_set: validation set name (``val_set_names`` of the datamodule); ``None``: the first one.
+        n_pairs: size of the subset, drawn once with ``seed`` from the whole set (the pair budget).
+        seed: seed of the subset (and of the ``random`` baseline's per-pair maps).
+        every_n_epochs: explain after validations of epochs ``n - 1, 2n - 1, ...`` (``trainer.validate``:
+            always). Sanity-check validations are skipped.
+        max_images: pairs of rank 0's shard drawn in the W&B figures and table.
+        max_seconds: time budget per run and rank: after each pair, stop when it is spent (every rank
+            explains at least one pair). ``None``: no limit.
+        n_masks: masks of ``corrrise``, ``srise`` and ``rise`` (2 * n_masks forwards per pair); the mask set
+            is drawn once and kept with the explainer.
+        steps: fractions ``k / steps`` of the deletion/insertion curves (2 * (steps + 1) forwards per pair).
+        fill, sides: canvas and perturbed side(s) of deletion/insertion.
+        flip_steps: search grid of the flip measure.
+        bf16: bfloat16 autocast for explainers and measures (fast on GPUs and AMX CPUs, slow on AVX2 CPUs).
+        batch_size: images per forward of explainers and measures; ``None``: 8 on CPU, 64 on GPU.
+        reuse_masks: keep mask sets and the explainers' inference copies between runs (memory for time);
+            ``False`` drops them after each run. Hooks (Grad-CAM) are always removed when a run ends.
+        threshold: a fixed decision threshold for both scores instead of the EER thresholds.
+        explainer_args: extra constructor arguments per method, e.g. ``{"xssab": {"blur": true}}``.
+        save_dir: folder of ``metrics.jsonl`` (one JSON line of scalars per run, rank 0); ``None``:
+            ``<trainer.default_root_dir>/explain``.
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] = ("xcos", "corrrise", "xssab", "gradcam", "random"),
+        metrics: Sequence[Literal["deletion_insertion", "flip"]] = ("deletion_insertion",),
+        val_set: str | None = None,
+        n_pairs: int = 12,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+        max_images: int = 4,
+        max_seconds: float | None = None,
+        n_masks: int = 64,
+        steps: int = 10,
+        fill: Literal["zero", "mean", "blur"] = "zero",
+        sides: Literal["a", "b", "both"] = "a",
+        flip_steps: int = 20,
+        bf16: bool = False,
+        batch_size: int | None = None,
+        reuse_masks: bool = True,
+        threshold: float | None = None,
+        explainer_args: dict[str, dict[str, Any]] | None = None,
+        save_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        known = list_explainers()
+        unknown = sorted(set(methods) - set(known))
+        if unknown or not methods:
+            raise ValueError(f"ExplanationMonitor methods {list(methods)}: unknown {unknown}; choose from {known}")
+        if not set(metrics) <= set(MEASURES) or not metrics:
+            raise ValueError(f"ExplanationMonitor metrics {list(metrics)}: choose one or more of {list(MEASURES)}")
+        extra = sorted(set(explainer_args or {}) - set(methods))
+        if extra:
+            raise ValueError(f"explainer_args names {extra}, which are not in methods {list(methods)}")
+        for name, value in (("n_pairs", n_pairs), ("every_n_epochs", every_n_epochs), ("n_masks", n_masks),
+                            ("steps", steps), ("flip_steps", flip_steps)):
+            if value < 1:
+                raise ValueError(f"ExplanationMonitor {name} must be >= 1, got {value}")
+        self.methods, self.metrics = list(dict.fromkeys(methods)), list(dict.fromkeys(metrics))
+        self.val_set, self.n_pairs, self.seed, self.every_n_epochs = val_set, n_pairs, seed, every_n_epochs
+        self.max_images, self.max_seconds, self.n_masks = max_images, max_seconds, n_masks
+        self.steps, self.fill, self.sides, self.flip_steps = steps, fill, sides, flip_steps
+        self.bf16, self.batch_size, self.reuse_masks, self.threshold = bf16, batch_size, reuse_masks, threshold
+        self.explainer_args = dict(explainer_args or {})
+        self.save_dir = save_dir
+        self._explainers: dict[str, Explainer | None] = {}  # kept between runs; None = skipped method
+        self._pairs: dict[str, Tensor] | None = None  # this rank's shard, loaded once
+        self._period_start: float | None = None
+        self.last_scalars: dict[str, float] = {}  # of the latest run, on every rank
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._period_start = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # no training epoch to compare with
+            self._period_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._due(trainer):
+            return
+        self.run(trainer, pl_module)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for explainer in self._explainers.values():
+            if explainer is not None:
+                explainer.release()
+        self._explainers.clear()
+        self._pairs = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.VALIDATING or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    # -------------------------------------------------------------------- run
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Explain and measure this rank's shard, sync, log (rank 0); returns the scalars (every rank)."""
+        start = time.perf_counter()
+        model = _embedding_model(pl_module)
+        device = pl_module.device
+        set_name = self._set_name(trainer)
+        threshold_cos, threshold_xcos = self._thresholds(trainer, set_name, model)
+        pairs = self._shard(trainer, set_name, device)
+        explainers = self._build_explainers(model, threshold_cos, threshold_xcos)
+        trackers = {name: FaithfulnessTracker(self.metrics, self.steps, self.fill, self.sides,
+                                              self.flip_steps).to(device) for name in explainers}
+        seconds = {name: MeanMetric().to(device) for name in explainers}
+        explained = CatMetric().to(device)
+        batch = self.batch_size or (Explainer.CPU_BATCH_SIZE if device.type == "cpu" else Explainer.GPU_BATCH_SIZE)
+        measure_embed = _measure_embedding(model, self.bf16)
+        shown: list[ShownPair] = []
+        try:
+            for i in range(len(pairs["index"])):
+                if i > 0 and self.max_seconds is not None and time.perf_counter() - start > self.max_seconds:
+                    break
+                img_a, img_b = pairs["img_a"][i:i + 1], pairs["img_b"][i:i + 1]
+                label, index = pairs["label"][i:i + 1], pairs["index"][i:i + 1]
+                show = trainer.is_global_zero and i < self.max_images
+                if show:
+                    shown.append(_shown_pair(model, img_a, img_b, label, index))
+                for name, explainer in explainers.items():
+                    if isinstance(explainer, RandomMap):
+                        # Its generator advances with every call; reseeding per pair gives a pair the same
+                        # map whatever the sharding and epoch.
+                        explainer.generator.manual_seed(self.seed + int(index))
+                    explanation = explainer(img_a, img_b)
+                    values = trackers[name].update(measure_embed, img_a, img_b, explanation, label, index,
+                                                   threshold_cos, batch)
+                    seconds[name].update(explanation.seconds)
+                    if show:
+                        shown[-1].explanations[name] = _to_cpu(explanation)
+                        shown[-1].values[name] = {k: float(v[0]) for k, v in values.items()}
+                explained.update(index.double())
+        finally:
+            self._end_run()
+        # Collectives: every rank computes every metric in the same order.
+        scalars: dict[str, float] = {}
+        curves = {}
+        for name in explainers:
+            scalars.update({f"explain/{name}/{k}": v for k, v in trackers[name].compute().items()})
+            scalars[f"explain/{name}/seconds_per_pair"] = float(seconds[name].compute())
+            curves[name] = trackers[name].curves()
+        scalars["explain/cost/pairs"] = float(explained.compute().unique().numel())
+        elapsed = time.perf_counter() - start
+        scalars["explain/cost/seconds"] = elapsed
+        if self._period_start is not None:
+            scalars["explain/cost/epoch_share"] = elapsed / (time.perf_counter() - self._period_start)
+        scalars["explain/threshold_cos"] = threshold_cos
+        if threshold_xcos is not None:
+            scalars["explain/threshold_xcos"] = threshold_xcos
+        self.last_scalars = scalars
+        if trainer.is_global_zero:
+            self._log(trainer, scalars, shown, curves, threshold_cos, threshold_xcos)
+        return scalars
+
+    def _end_run(self) -> None:
+        # Nothing of a run may outlive it: hooks go always, caches unless they are to be reused. Mask
+        # explainers register no hooks, so keeping their cache (masks, inference copy) leaves none behind.
+        for explainer in self._explainers.values():
+            if explainer is not None and not (self.reuse_masks and isinstance(explainer, MaskingExplainer)):
+                explainer.release()
+
+    # ---------------------------------------------------------------- pieces
+    def _set_name(self, trainer: L.Trainer) -> str:
+        names = list(getattr(trainer.datamodule, "val_set_names", None) or ["val"])
+        name = self.val_set or names[0]
+        if name not in names:
+            raise ValueError(f"ExplanationMonitor val_set {name!r} is not a validation set of the datamodule "
+                             f"(val_set_names: {names})")
+        return name
+
+    def _thresholds(self, trainer: L.Trainer, set_name: str, model: nn.Module) -> tuple[float, float | None]:
+        has_xcos = bool(getattr(model, "has_xcos", False))
+        if self.threshold is not None:
+            return float(self.threshold), float(self.threshold) if has_xcos else None
+        keys = [f"val/{set_name}/eer_threshold_cos"] + ([f"val/{set_name}/eer_threshold_xcos"] if has_xcos else [])
+        missing = [k for k in keys if k not in trainer.callback_metrics]
+        if missing:
+            raise ValueError(f"ExplanationMonitor needs {missing} in trainer.callback_metrics (logged by the "
+                             "LightningModule's validation); log them, or set the monitor's threshold")
+        values = [float(trainer.callback_metrics[k]) for k in keys]
+        return values[0], values[1] if has_xcos else None
+
+    def _shard(self, trainer: L.Trainer, set_name: str, device: torch.device) -> dict[str, Tensor]:
+        """This rank's pairs: ``img_a``, ``img_b`` ``(n, 3, H, W)`` in [0, 1], ``label`` bool and ``index`` ``(n,)``."""
+        if self._pairs is None:
+            loaders = trainer.val_dataloaders
+            names = list(getattr(trainer.datamodule, "val_set_names", None) or ["val"])
+            loader = loaders[names.index(set_name)] if isinstance(loaders, (list, tuple)) else loaders
+            dataset = loader.dataset
+            # fast_dev_run checks the plumbing: one pair per process is enough.
+            count = min(self.n_pairs, trainer.world_size) if trainer.fast_dev_run else self.n_pairs
+            mine = shard(subset_indices(len(dataset), count, self.seed), trainer.global_rank, trainer.world_size)
+            items = [dataset[i] for i in mine]
+            self._pairs = {
+                "img_a": torch.stack([item["img_a"] for item in items]),
+                "img_b": torch.stack([item["img_b"] for item in items]),
+                "label": torch.tensor([bool(item["label"]) for item in items]),
+                "index": torch.tensor(mine, dtype=torch.long),
+            }
+        return {k: v.to(device) for k, v in self._pairs.items()}
+
+    def _build_explainers(self, model: nn.Module, threshold_cos: float,
+                          threshold_xcos: float | None) -> dict[str, Explainer]:
+        for name in self.methods:
+            if name == "xcos" and threshold_xcos is None:
+                if name not in self._explainers:
+                    rank_zero_warn("ExplanationMonitor: the model has no xCos attention; method 'xcos' is skipped")
+                    self._explainers[name] = None
+                continue
+            if name not in self._explainers:
+                kwargs: dict[str, Any] = {"bf16": self.bf16, "batch_size": self.batch_size}
+                if name in MASK_COUNT_METHODS:
+                    kwargs["n_masks"] = self.n_masks
+                if name == "random":
+                    kwargs["seed"] = self.seed
+                kwargs["model" if name == "xcos" else "embed_fn"] = model
+                self._explainers[name] = create_explainer(name, **{**kwargs, **self.explainer_args.get(name, {})})
+            self._explainers[name].threshold = threshold_xcos if name == "xcos" else threshold_cos
+        return {name: e for name, e in self._explainers.items() if e is not None}
+
+    def _log(self, trainer: L.Trainer, scalars: dict[str, float], shown: list[ShownPair], curves: dict,
+             threshold_cos: float, threshold_xcos: float | None) -> None:
+        step = trainer.global_step  # never decreases, so W&B keeps every point
+        logged = {**scalars, "epoch": trainer.current_epoch}
+        media = None
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                if media is None:
+                    media = wandb_media(shown, curves, threshold_cos, threshold_xcos)
+                logger.log_metrics({**logged, **media}, step=step)
+            else:
+                logger.log_metrics(logged, step=step)
+        folder = Path(self.save_dir) if self.save_dir is not None else Path(trainer.default_root_dir) / "explain"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"epoch": trainer.current_epoch, "step": step, "scalars": scalars}
+        with open(folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def subset_indices(total: int, count: int, seed: int) -> list[int]:
+    """``min(count, total)`` distinct pair indices in ``[0, total)``, sorted, drawn by ``seed`` alone."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=generator)[:count].sort().values.tolist()
+
+
+def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
+    """``DistributedSampler``'s split of ``indices``: padded with its first items to a multiple of
+    ``world_size``, then every ``world_size``-th from ``rank``; every rank gets the same number (>= 1)."""
+    padded = indices + (indices * world_size)[:(-len(indices)) % world_size]
+    return padded[rank::world_size]
+
+
+def _embedding_model(pl_module: L.LightningModule) -> nn.Module:
+    model = getattr(pl_module, "model", None)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ExplanationMonitor needs pl_module.model, an embedding nn.Module ((B, 3, H, W) in [0, 1] "
+                        f"-> (B, D)); {type(pl_module).__name__} has none")
+    return model
+
+
+def _measure_embedding(model: nn.Module, bf16: bool) -> Callable[[Tensor], Tensor]:
+    """Embedding function of the measures' many perturbed forwards: an inference copy (BatchNorm folded,
+    channels-last on CPU) built for this run's weights, float32 output."""
+    channels_last = next(model.parameters()).device.type == "cpu"
+    fast = inference_copy(model, channels_last)
+
+    def embed(x: Tensor) -> Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            return fast(x).float()
+
+    return embed
+
+
+def _shown_pair(model: nn.Module, img_a: Tensor, img_b: Tensor, label: Tensor, index: Tensor) -> ShownPair:
+    with torch.no_grad():
+        scores = model.pair_scores(img_a, img_b, flip_tta=False) if hasattr(model, "pair_scores") else {
+            "cos": torch.nn.functional.cosine_similarity(model(img_a), model(img_b), dim=1)}
+    xcos = scores.get("xcos")
+    return ShownPair(int(index), bool(label), img_a[0].cpu(), img_b[0].cpu(), float(scores["cos"]),
+                     None if xcos is None else float(xcos))
+
+
+def _to_cpu(explanation: PairExplanation) -> PairExplanation:
+    """A copy of a one-pair explanation with every tensor on the CPU (figures are drawn there)."""
+    moved = {k: v.detach().cpu() for k, v in vars(explanation).items() if isinstance(v, Tensor)}
+    extras = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in explanation.extras.items()}
+    return replace(explanation, **moved, extras=extras)
