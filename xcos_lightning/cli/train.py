@@ -35,11 +35,12 @@ class LogConfigCallback(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.already_saved:
             return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must take part, not rank 0 alone
         if trainer.is_global_zero:
             if self.save_to_log_dir:
-                path = os.path.join(trainer.log_dir, self.config_filename)
+                path = os.path.join(log_dir, self.config_filename)
                 try:
-                    get_filesystem(trainer.log_dir).makedirs(trainer.log_dir, exist_ok=True)
+                    get_filesystem(log_dir).makedirs(log_dir, exist_ok=True)
                     self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite,
                                      multifile=self.multifile)
                 except OSError as err:
