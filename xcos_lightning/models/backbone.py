@@ -31,15 +31,35 @@ class GridBackbone(nn.Module):
         trunk: registered trunk name (``mobilefacenet``, ``iresnet50``, ``tiny``, ``timm/<model>``, ...).
         grid_channels: channels G of the grid features (paper: 32).
         trunk_kwargs: keyword arguments of the trunk factory (width, pretrained file, ...).
+        frozen: names of trunk submodules (``named_modules`` of the trunk, e.g. ``["conv1", "dw_conv",
+            "features.0"]``; ``[""]`` = the whole trunk) that keep their weights: no gradients, and
+            BatchNorm statistics fixed (they stay in eval mode under ``train()``). For fine-tuning a
+            pretrained trunk on a small data set, and to skip their backward pass.
     """
 
-    def __init__(self, trunk: str = "mobilefacenet", grid_channels: int = 32, trunk_kwargs: dict | None = None) -> None:
+    def __init__(self, trunk: str = "mobilefacenet", grid_channels: int = 32, trunk_kwargs: dict | None = None,
+                 frozen: list[str] | None = None) -> None:
         super().__init__()
         # Recorded so a checkpoint can rebuild this part (see models/checkpoint.py).
-        self.init_args = {"trunk": trunk, "grid_channels": grid_channels, "trunk_kwargs": dict(trunk_kwargs or {})}
+        self.init_args = {"trunk": trunk, "grid_channels": grid_channels, "trunk_kwargs": dict(trunk_kwargs or {}),
+                          "frozen": list(frozen or [])}
         self.trunk = create_trunk(trunk, **(trunk_kwargs or {}))
         self.head = GridHead(self.trunk.out_channels, grid_channels)
         self.grid_channels = grid_channels
+        modules = dict(self.trunk.named_modules())
+        unknown = [name for name in frozen or [] if name not in modules]
+        if unknown:
+            raise ValueError(f"frozen names {unknown} are not submodules of trunk {trunk!r} "
+                             f"(top-level ones: {[n for n, _ in self.trunk.named_children()]})")
+        self._frozen = [modules[name] for name in frozen or []]
+        for module in self._frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> GridBackbone:
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         """Grid features ``(B, G, 7, 7)``."""
