@@ -41,7 +41,8 @@ def _overlay(folder: Path, stall_marker: Path | None) -> Path:
     callbacks = [{"class_path": "xcos_lightning.last_checkpoint.LastCheckpoint",
                   "init_args": {"dirpath": str(folder / "checkpoints"), "every_n_train_steps": 3}}]
     if stall_marker is not None:
-        callbacks.append({"class_path": "stall.StallAt", "init_args": {"step": KILL_AFTER, "marker": str(stall_marker)}})
+        callbacks.append({"class_path": "stall.StallAt",
+                          "init_args": {"step": KILL_AFTER, "marker": str(stall_marker)}})
     import yaml
 
     path = folder / "overlay.yaml"
@@ -99,7 +100,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     # Stated tolerance: 1e-6 on every weight and optimizer/scheduler value (CPU runs come out bit-identical).
     for key, value in uninterrupted["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
-    for got, want in zip(resumed["optimizer_states"][0]["optimizers"], uninterrupted["optimizer_states"][0]["optimizers"]):
+    optimizers = (c["optimizer_states"][0]["optimizers"] for c in (resumed, uninterrupted))
+    for got, want in zip(*optimizers):
         assert got["param_groups"] == want["param_groups"]  # learning rates after the milestone
         for k in want["state"]:
             for name, t in want["state"][k].items():
@@ -112,7 +114,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def _loader(seed: int = 3) -> PairLoader:
-    pairs = TrainPairs(torch.arange(24).div(4, rounding_mode="floor").numpy(), lambda i: torch.tensor(float(i)), seed=seed)
+    labels = torch.arange(24).div(4, rounding_mode="floor").numpy()  # 6 identities x 4 images
+    pairs = TrainPairs(labels, lambda i: torch.tensor(float(i)), seed=seed)
     return PairLoader(pairs, batch_size=4, sampler=PairSampler(pairs, seed=seed))
 
 

@@ -153,6 +153,9 @@ class RecordIOReader:
         pos, have = offset, 0
         while True:
             where = f"{self.rec_path}: record {key} (part at offset {pos})"
+            if pos >= self._size:  # seeking far past the end fails with EINVAL on some file systems
+                raise DataFormatError(f"{where}: the offset lies past the end of the file ({self._size} bytes): "
+                                      "the .rec is truncated or the .idx belongs to another .rec")
             f.seek(pos)
             head = f.read(_LREC.size)
             if len(head) < _LREC.size:
