@@ -13,8 +13,8 @@
   S-RISE flip fractions, DPR FMR/FNMR AUC, explainer seconds per pair. ``xcos`` is skipped (``n/a``) for
   models without the xCos head.
 - Parameters, and latency per pair: median wall time (``--latency-repeats`` timed runs after 3 warm-up runs)
-  of scoring the set's first pair, both faces in one batch, no flip (xCos models: ``xcos_maps``, which gives
-  the grid cosine, S, W and the xCos score).
+  of scoring the first set's first pair, both faces in one batch, no flip (xCos models: ``xcos_maps``, i.e.
+  S, W and the xCos score).
 - ``--out``: ``table.md``, ``table.csv`` (one row per metric, one column per model) and ``results.json``.
   The markdown goes to stdout; ``--json`` adds one line ``{SPEC: {metric: value}}``. Progress on stderr.
 """
