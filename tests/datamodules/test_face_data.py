@@ -78,6 +78,15 @@ def test_same_seed_same_augmented_batch_other_seed_differs(tree):
     assert not torch.equal(first(0), first(1))
 
 
+def test_augmented_items_depend_only_on_their_draw_key(tree):
+    # What a mid-epoch resume or another worker count needs: no augmentation state carried between items.
+    pairs = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE).train_dataloader().dataset
+    keys = [3, 14, 3, 25, 14]
+    items = [pairs[k] for k in keys]
+    assert torch.equal(items[0]["img_a"], items[2]["img_a"]) and torch.equal(items[1]["img_b"], items[4]["img_b"])
+    assert not torch.equal(pairs[3 + len(pairs)]["img_a"], items[0]["img_a"])  # same anchor, next epoch
+
+
 def test_seed_worker_reaches_the_augmentation(tree, monkeypatch):
     dm = FaceDataModule(str(tree), batch_size=4, num_workers=0, size=SIZE)
     pairs = dm.train_dataloader().dataset
