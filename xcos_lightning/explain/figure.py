@@ -173,6 +173,5 @@ def pair_figure(img_a: Tensor, img_b: Tensor, explanations: Sequence[PairExplana
         y += row_h
     draw.text((GAP, y), "map colour", fill=(0, 0, 0), font=label_font)
     fig.paste(colour_bar(JET, 0.0, 1.0, pw, (0.0, 0.5, 1.0), size=text_h - 3), (col_x[0], y + 2))
-    draw.text((col_x[1], y), "each map scaled to its peak (1); similarity = evidence for 'same person'",
-              fill=(0, 0, 0), font=label_font)
+    draw.text((col_x[1], y), "each map scaled to its peak (1)", fill=(0, 0, 0), font=label_font)
     return fig
