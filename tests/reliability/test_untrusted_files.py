@@ -19,6 +19,7 @@ from PIL import Image
 
 from xcos_lightning.cli.train import main
 from xcos_lightning.datamodules import FaceDataModule
+from xcos_lightning.datamodules.image_io import open_image
 from xcos_lightning.datamodules.recordio import RecordIOWriter
 from xcos_lightning.datamodules.recordio_dataset import RecordIODataset
 from xcos_lightning.errors import DataFormatError, UnsafeFileError
@@ -58,6 +59,20 @@ def test_resume_refuses_a_weights_only_checkpoint_naming_foreign_code(tmp_path, 
     torch.save({"state_dict": {}, "hyper_parameters": hparams}, crafted)
     with pytest.raises(UnsafeFileError, match=rf"crafted\.ckpt: {where} = .* names code outside xcos_lightning"):
         _resume(crafted, monkeypatch)
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("1", "PNG"), ("L", "JPEG"),
+                                       ("CMYK", "JPEG"), ("I;16", "PNG")])
+def test_any_channel_layout_decodes_to_8_bit_rgb(mode, fmt):
+    gradient = np.tile(np.arange(8, dtype=np.uint16) * (8000 if mode == "I;16" else 30), (8, 1))
+    image = Image.fromarray(gradient) if mode == "I;16" else Image.fromarray(gradient.astype(np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    rgb = np.asarray(open_image(buf.getvalue(), "face.png"))
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    if mode in ("I;16", "L", "LA"):  # 16-bit values are scaled, not clipped at 255 (which would turn them white)
+        row = rgb[0, :, 0].astype(int)
+        assert (np.diff(row) > 0).all() if fmt == "PNG" else row[-1] > row[0]
 
 
 def _png(seed: int) -> bytes:

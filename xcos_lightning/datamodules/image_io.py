@@ -18,6 +18,8 @@ from xcos_lightning.errors import DataFormatError
 MAX_PIXELS = 1 << 26
 # Formats that can be stored unchanged in a .rec/.bin: readers of those files (ours, insightface) decode them.
 STORABLE_FORMATS = ("JPEG", "PNG")
+# 16/32-bit grayscale: PIL's RGB conversion clips them at 255, which turns a 16-bit face white.
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
@@ -27,6 +29,11 @@ def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
             if img.width * img.height > MAX_PIXELS:
                 raise DataFormatError(f"{where}: image claims {img.width}x{img.height} pixels, "
                                       "more than a face image can have")
+            if img.mode in HIGH_DEPTH_MODES:
+                values = np.asarray(img, dtype=np.float64)
+                peak = 65535.0 if values.max() > 255 else 255.0
+                scaled = (values.clip(0, peak) * (255 / peak)).round().astype(np.uint8)
+                return Image.fromarray(scaled).convert("RGB"), img.format
             return img.convert("RGB"), img.format
     except DataFormatError:
         raise
@@ -36,7 +43,8 @@ def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
 
 
 def open_image(source: bytes | Path, where: str) -> Image.Image:
-    """Decode encoded bytes or an image file (any format PIL reads, grayscale included) into RGB.
+    """Decode encoded bytes or an image file (any format PIL reads; grayscale, 16-bit, palette, RGBA and CMYK
+    included) into 8-bit RGB.
 
     ``where`` names the file or record in the DataFormatError raised for undecodable data.
     """
