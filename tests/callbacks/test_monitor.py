@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from xcos_lightning.callbacks import ExplanationMonitor
+from xcos_lightning.callbacks import ExplanationMonitor, explanation_monitor
 from xcos_lightning.callbacks.explanation_monitor import shard, subset_indices
 from xcos_lightning.callbacks.faithfulness_tracker import FaithfulnessTracker, pair_auc
 from xcos_lightning.datamodules import SyntheticFacesDataModule
@@ -201,3 +201,17 @@ def test_xcos_figure_centres_s_on_the_threshold():
     assert fig.getpixel((s_left + 2, top + 2))[2] > 150  # below it: blue
     assert fig.getpixel((s_left + 110, top + 110))[0] > 150  # above it: red
 
+
+
+def test_bf16_and_explainer_args_reach_the_explainers(tmp_path, monkeypatch):
+    seen, built = _spy_on_explanations(monkeypatch), {}
+    create = explanation_monitor.create_explainer
+    monkeypatch.setattr(explanation_monitor, "create_explainer",
+                        lambda name, **kw: built.setdefault(name, create(name, **kw)))
+    monitor = ExplanationMonitor(methods=["corrrise", "xssab"], bf16=True, explainer_args={"xssab": {"blur": True}},
+                                 save_dir=str(tmp_path / "elsewhere"), **{**SMALL, "n_pairs": 2})
+    _trainer(tmp_path, monitor).fit(_module(), datamodule=_data())
+    assert built["corrrise"].bf16 and built["corrrise"].n_masks == 8 and built["xssab"].blur
+    assert len(seen) == 4 and all(math.isfinite(s["mass"]) and s["mass"] > 0 for s in seen)
+    (line,) = (tmp_path / "elsewhere/metrics.jsonl").read_text().splitlines()
+    assert "explain/xssab/deletion_genuine" in json.loads(line)["scalars"]
