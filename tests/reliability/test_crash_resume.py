@@ -113,17 +113,19 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert abs(final_resumed[key] - value) <= 1e-6, (key, final_resumed[key], value)
 
 
-def _loader(seed: int = 3) -> PairLoader:
+def _loader(num_workers: int = 0, seed: int = 3) -> PairLoader:
     labels = torch.arange(24).div(4, rounding_mode="floor").numpy()  # 6 identities x 4 images
     pairs = TrainPairs(labels, lambda i: torch.tensor(float(i)), seed=seed)
-    return PairLoader(pairs, batch_size=4, sampler=PairSampler(pairs, seed=seed))
+    return PairLoader(pairs, batch_size=4, sampler=PairSampler(pairs, seed=seed), num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
 
 
 def _keys(batches) -> list[list[float]]:
     return [b["img_a"].tolist() for b in batches]
 
 
-def test_pair_loader_resumes_mid_epoch_and_starts_a_new_epoch_afresh():
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pair_loader_resumes_mid_epoch_and_starts_a_new_epoch_afresh(num_workers):
     whole = _loader()
     whole.sampler.set_epoch(2)
     epoch2 = _keys(whole)
@@ -134,7 +136,7 @@ def test_pair_loader_resumes_mid_epoch_and_starts_a_new_epoch_afresh():
     seen = _keys([next(it), next(it)])
     state = first.state_dict()
     assert state == {"epoch": 2, "batches_done": 2, "batch_size": 4, "num_samples": 24}
-    resumed = _loader()
+    resumed = _loader(num_workers)  # workers prefetch indices as soon as iteration starts
     resumed.load_state_dict(state)
     resumed.sampler.set_epoch(2)  # Lightning sets the epoch before the first batch
     assert seen + _keys(resumed) == epoch2  # no batch twice, none missing
