@@ -142,3 +142,15 @@ def test_bad_input_is_one_line_and_exit_code_2(xcos_ckpt, tmp_path, capsys):
         assert code == 2 and report is None
         assert len(err.strip().splitlines()) == 1 and err.startswith("explain.py export: error:") and expected in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+
+def test_exporter_failure_is_a_one_line_error(toy_module, tmp_path, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise RuntimeError("Could not guard on data-dependent expression\n(a long exporter report)")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)  # what torch.export raises on untraceable code
+    code, report, err = export(capsys, toy_module, "--format", "onnx", "--out", tmp_path / "b.onnx")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and report is None and last.startswith("explain.py export: error: onnx export of Sequential")
+    assert "RuntimeError: Could not guard on data-dependent expression)" in last and "try --format torchscript" in last

@@ -229,10 +229,19 @@ def export_model(model: nn.Module, fmt: str, path: str | Path) -> dict[str, floa
 
         save_safetensors(model, path)
         reloaded = load_model(f"safetensors:{path}")
-        exported = lambda a, b: reference_outputs(reloaded, a, b)  # noqa: E731
-    elif fmt == "torchscript":
-        exported = export_torchscript(model, path)
+
+        def exported(a: Tensor, b: Tensor) -> dict[str, Tensor]:
+            return reference_outputs(reloaded, a, b)
     else:
-        exported = export_onnx(model, path)
+        try:
+            exported = (export_torchscript if fmt == "torchscript" else export_onnx)(model, path)
+        except XCosError:
+            raise
+        except Exception as exc:  # tracers and exporters raise many types for code they cannot capture
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            other = "onnx" if fmt == "torchscript" else "torchscript"
+            raise XCosError(f"{fmt} export of {type(model).__name__} failed ({type(exc).__name__}: {detail}); the "
+                            f"model must be traceable (tensor code without data-dependent Python control flow); "
+                            f"try --format {other}, or rerun with --debug for the traceback") from exc
     img_a, img_b = parity_inputs()
     return max_abs_diff(reference_outputs(model, img_a, img_b), exported(img_a, img_b))
