@@ -29,9 +29,9 @@ from xcos_lightning.module import XCosModule
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _resume(ckpt: Path, monkeypatch) -> None:
+def _resume(ckpt: Path, monkeypatch, *extra: str) -> None:
     monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not train.py's
-    main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--ckpt_path", str(ckpt)])
+    main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--ckpt_path", str(ckpt), *extra])
 
 
 def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path, monkeypatch):
@@ -52,6 +52,7 @@ def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path, monkeypatch):
     ({"head": "os.kill"}, "hyper_parameters.head"),
     ({"backbone": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", "x"]}}},
      "hyper_parameters.backbone.class_path"),
+    ({"teacher": "os:abort"}, "hyper_parameters.teacher"),  # a module:function model SPEC
 ])
 def test_resume_refuses_a_weights_only_checkpoint_naming_foreign_code(tmp_path, monkeypatch, hparams, where):
     # Loads fine weights-only, but LightningCLI would import and call what the hyper-parameters name.
@@ -59,6 +60,17 @@ def test_resume_refuses_a_weights_only_checkpoint_naming_foreign_code(tmp_path, 
     torch.save({"state_dict": {}, "hyper_parameters": hparams}, crafted)
     with pytest.raises(UnsafeFileError, match=rf"crafted\.ckpt: {where} = .* names code outside xcos_lightning"):
         _resume(crafted, monkeypatch)
+
+
+def test_resume_accepts_foreign_code_the_users_own_config_names(tmp_path, monkeypatch):
+    crafted = tmp_path / "mine.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"teacher": "os:abort"}}, crafted)
+    instantiated = []
+    # The check lets it through to instantiation, stubbed here: os:abort must not actually run.
+    monkeypatch.setattr("xcos_lightning.cli.train.XCosCLI.instantiate_classes", lambda self: instantiated.append(1))
+    monkeypatch.setattr("xcos_lightning.cli.train.XCosCLI._run_subcommand", lambda self, name: None)
+    _resume(crafted, monkeypatch, "--model.teacher", "os:abort")
+    assert instantiated == [1]
 
 
 @pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("1", "PNG"), ("L", "JPEG"),

@@ -20,8 +20,8 @@ from xcos_lightning.errors import UnsafeFileError  # noqa: E402
 from xcos_lightning.models.checkpoint import read_checkpoint  # noqa: E402
 from xcos_lightning.module import XCosModule  # noqa: E402
 
-# A dotted name such as "os.system": the form in which a config names a class or callable to import.
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+# How a config names code to import: a class or callable ("os.system") or a model SPEC ("pkg.module:function").
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _ALLOWED_PREFIX = "xcos_lightning."
 
 
@@ -70,14 +70,16 @@ class XCosCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """On ``--ckpt_path``, LightningCLI re-reads the model's config from the checkpoint and instantiates it;
         a crafted checkpoint could thereby name any installed callable. Here the file is read weights-only
-        with errors naming it, and every class or callable it names must belong to this package."""
+        with errors naming it, and every class, callable or ``module:function`` SPEC it names must belong to
+        this package or be named by the user's own config too."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
         hparams = read_checkpoint(ckpt_path).get("hyper_parameters") or {}
         hparams.pop("_instantiator", None)
-        _refuse_foreign_imports(hparams, ckpt_path)
+        model = self.config[subcommand].get("model")
+        _refuse_foreign_imports(hparams, ckpt_path, set(_strings(model.as_dict() if model is not None else {})))
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -85,17 +87,33 @@ class XCosCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
 
-def _refuse_foreign_imports(value: object, ckpt_path: str, where: str = "hyper_parameters") -> None:
-    """Raise UnsafeFileError if ``value`` (a checkpoint's hyper-parameters) names an import outside the package."""
+def _strings(value: object):
+    """Every string inside nested dicts and lists."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _refuse_foreign_imports(value: object, ckpt_path: str, trusted: set[str], where: str = "hyper_parameters") -> None:
+    """Raise UnsafeFileError if ``value`` (a checkpoint's hyper-parameters) names code to import outside the
+    package that the ``trusted`` strings (the user's own model config) do not name."""
     if isinstance(value, dict):
         for key, item in value.items():
-            _refuse_foreign_imports(item, ckpt_path, f"{where}.{key}")
+            _refuse_foreign_imports(item, ckpt_path, trusted, f"{where}.{key}")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _refuse_foreign_imports(item, ckpt_path, f"{where}[{i}]")
-    elif isinstance(value, str) and _IMPORT_PATH.fullmatch(value) and not value.startswith(_ALLOWED_PREFIX):
-        raise UnsafeFileError(f"{ckpt_path}: {where} = {value!r} names code outside {_ALLOWED_PREFIX}*, which "
-                              "resuming would import and call; refused. Resume only checkpoints written by train.py.")
+            _refuse_foreign_imports(item, ckpt_path, trusted, f"{where}[{i}]")
+    elif (isinstance(value, str) and _IMPORT_PATH.fullmatch(value) and not value.startswith(_ALLOWED_PREFIX)
+          and value not in trusted):
+        raise UnsafeFileError(
+            f"{ckpt_path}: {where} = {value!r} names code outside {_ALLOWED_PREFIX}*, which resuming would import "
+            "and call; refused. Resume only checkpoints you trust; if you wrote this one, name the same value in "
+            "your config or on the command line (e.g. --model.teacher) and resume again.")
 
 
 def main(args: list[str] | None = None) -> XCosCLI:
