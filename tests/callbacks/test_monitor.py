@@ -93,8 +93,9 @@ def test_fit_logs_every_method_and_metric_and_keeps_nothing_alive(tmp_path, monk
     assert scalars["explain/cost/pairs"] == 4
     assert 0 < scalars["explain/cost/epoch_share"] < 1
     # Decisions use the module's clean EER thresholds of this very validation.
-    assert scalars["explain/threshold_cos"] == pytest.approx(float(trainer.callback_metrics["val/synth/eer_threshold_cos"]))
-    assert scalars["explain/threshold_xcos"] == pytest.approx(float(trainer.callback_metrics["val/synth/eer_threshold_xcos"]))
+    for kind in ("cos", "xcos"):
+        logged = float(trainer.callback_metrics[f"val/synth/eer_threshold_{kind}"])
+        assert scalars[f"explain/threshold_{kind}"] == pytest.approx(logged)
     assert record["step"] == trainer.global_step == 2
 
     # A plain logger receives the scalars (and only scalars: media go to W&B alone).
@@ -162,7 +163,8 @@ def test_unknown_val_set_is_named(tmp_path):
 
 
 def test_fixed_threshold_replaces_the_eer_thresholds(tmp_path):
-    _trainer(tmp_path, ExplanationMonitor(methods=["random"], threshold=0.25, **SMALL)).fit(_module(), datamodule=_data())
+    monitor = ExplanationMonitor(methods=["random"], threshold=0.25, **SMALL)
+    _trainer(tmp_path, monitor).fit(_module(), datamodule=_data())
     scalars = _jsonl(tmp_path)[0]["scalars"]
     assert scalars["explain/threshold_cos"] == scalars["explain/threshold_xcos"] == 0.25
 

@@ -45,7 +45,8 @@ def decision(score: float, threshold: float) -> str:
 
 def pair_title(pair: ShownPair, threshold_cos: float, threshold_xcos: float | None) -> str:
     kind = "genuine" if pair.genuine else "impostor"
-    title = f"pair {pair.index} ({kind}): cos {pair.cos:.3f} vs {threshold_cos:.3f} -> {decision(pair.cos, threshold_cos)}"
+    title = (f"pair {pair.index} ({kind}): cos {pair.cos:.3f} vs {threshold_cos:.3f} -> "
+             f"{decision(pair.cos, threshold_cos)}")
     if pair.xcos is not None and threshold_xcos is not None:
         title += f"; xCos {pair.xcos:.3f} vs {threshold_xcos:.3f} -> {decision(pair.xcos, threshold_xcos)}"
     return title

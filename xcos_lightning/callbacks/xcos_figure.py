@@ -42,7 +42,8 @@ def xcos_figure(img_a: Tensor, img_b: Tensor, s_grid: Tensor, w_grid: Tensor, th
     panels = [
         (face_with_grid(img_a, s_grid.shape[-1], side), "face A"),
         (face_with_grid(img_b, s_grid.shape[-1], side), "face B"),
-        (grid_image(s_grid, DIVERGING, threshold - spread, threshold + spread, side), f"S (cos), centre {threshold:.3f}"),
+        (grid_image(s_grid, DIVERGING, threshold - spread, threshold + spread, side),
+         f"S (cos), centre {threshold:.3f}"),
         (grid_image(w_grid, WHITE_GREEN, 0.0, max(float(w_grid.max()), 1e-12), side), "W (attention)"),
     ]
     fig = Image.new("RGB", (GAP + len(panels) * (side + GAP), TITLE_H + HEADER_H + side + GAP), "white")
