@@ -217,3 +217,13 @@ def test_bf16_and_explainer_args_reach_the_explainers(tmp_path, monkeypatch):
     assert len(seen) == 4 and all(math.isfinite(s["mass"]) and s["mass"] > 0 for s in seen)
     (line,) = (tmp_path / "elsewhere/metrics.jsonl").read_text().splitlines()
     assert "explain/xssab/deletion_genuine" in json.loads(line)["scalars"]
+
+
+def test_an_unwritable_metrics_folder_warns_and_training_goes_on(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the folder should be")
+    monitor = ExplanationMonitor(methods=["random"], save_dir=str(blocker / "explain"), **SMALL)
+    trainer = _trainer(tmp_path, monitor, max_epochs=2)
+    with pytest.warns(UserWarning, match="could not write"):
+        trainer.fit(_module(), datamodule=_data())
+    assert trainer.current_epoch == 2 and "explain/random/deletion_genuine" in monitor.last_scalars

@@ -288,10 +288,14 @@ class ExplanationMonitor(L.Callback):
             else:
                 logger.log_metrics(logged, step=step)
         folder = Path(self.save_dir) if self.save_dir is not None else Path(trainer.default_root_dir) / "explain"
-        folder.mkdir(parents=True, exist_ok=True)
         record = {"epoch": trainer.current_epoch, "step": step, "scalars": scalars}
-        with open(folder / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # like the run's other logs: an unwritable folder never stops training
+            rank_zero_warn(f"ExplanationMonitor could not write {folder / 'metrics.jsonl'} ({type(err).__name__}: "
+                           f"{err}); the scalars still went to the loggers")
 
 
 def subset_indices(total: int, count: int, seed: int) -> list[int]:
