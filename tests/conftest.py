@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# On a loaded 2-core machine W&B can take longer than its default 90 s to start; the runs would then fall
+# back to a disabled logger (ResilientWandbLogger) and tests reading the run files would fail.
+os.environ.setdefault("WANDB_INIT_TIMEOUT", "600")
 
 REPO = Path(__file__).resolve().parents[1]
 

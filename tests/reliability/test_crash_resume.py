@@ -28,7 +28,7 @@ from xcos_lightning.module import XCosModule
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # 8 identities x 4 images = 32 anchors = 8 steps of 4 pairs per epoch; 2 epochs = 16 steps.
-TINY = ["--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
+TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
         "--model.milestones", "[1]", "--data.init_args.num_train_identities", "8",
         "--data.init_args.images_per_identity", "4", "--data.init_args.num_val_identities", "6",
         "--data.init_args.val_pairs", "20", "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # Narrow, fast settings on top of any config: the tests check the plumbing, benchmarks check speed.
-TINY = ["--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
+TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
         "--data.init_args.num_train_identities", "8", "--data.init_args.images_per_identity", "4",
         "--data.init_args.num_val_identities", "6", "--data.init_args.val_pairs", "20",
         "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0"]
