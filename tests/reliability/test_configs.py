@@ -16,7 +16,7 @@ def test_config_is_crash_safe(path):
     assert [p["class_path"] for p in trainer["plugins"]] == ["xcos_lightning.checkpoint_io.AtomicCheckpointIO"]
     assert trainer["logger"]["class_path"] == "xcos_lightning.wandb_logger.ResilientWandbLogger"
     callbacks = trainer["callbacks"]
-    last = [c for c in callbacks if c["class_path"] == "xcos_lightning.last_checkpoint.LastCheckpoint"]
+    last = [c for c in callbacks if c["class_path"] == "xcos_lightning.callbacks.LastCheckpoint"]
     assert len(last) == 1 and last[0]["init_args"]["every_n_train_steps"] > 0
     # A second save_last writer in the same folder would write last-v1.ckpt instead of replacing last.ckpt.
     assert not [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")

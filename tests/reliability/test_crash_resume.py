@@ -38,7 +38,7 @@ KILL_AFTER = 13  # epoch 1, batch 5 of 8: the last checkpoint (step 12) is mid-e
 
 def _overlay(folder: Path, stall_marker: Path | None) -> Path:
     """Config on top of demo.yaml: CSV metrics, last.ckpt every 3 steps, optionally the stall callback."""
-    callbacks = [{"class_path": "xcos_lightning.last_checkpoint.LastCheckpoint",
+    callbacks = [{"class_path": "xcos_lightning.callbacks.LastCheckpoint",
                   "init_args": {"dirpath": str(folder / "checkpoints"), "every_n_train_steps": 3}}]
     if stall_marker is not None:
         callbacks.append({"class_path": "stall.StallAt",

@@ -15,7 +15,7 @@ import yaml
 
 from xcos_lightning.checkpoint_io import AtomicCheckpointIO
 from xcos_lightning.datamodules import SyntheticFacesDataModule
-from xcos_lightning.last_checkpoint import LastCheckpoint
+from xcos_lightning.callbacks.last_checkpoint import LastCheckpoint
 from xcos_lightning.models import GridBackbone
 from xcos_lightning.module import XCosModule
 from xcos_lightning.wandb_logger import ResilientWandbLogger
@@ -32,7 +32,7 @@ def _train(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Compl
     # demo.yaml's logger and plugins; only last.ckpt as callback (the tests are about the logger)
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [
-        {"class_path": "xcos_lightning.last_checkpoint.LastCheckpoint",
+        {"class_path": "xcos_lightning.callbacks.LastCheckpoint",
          "init_args": {"dirpath": str(tmp_path / "checkpoints")}}]}}))
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/demo.yaml"),
                            "--config", str(overlay), *TINY, *extra], cwd=tmp_path, env={**os.environ, **env},
