@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UnsafeFileError(f"{path}: refused to load, nothing in it was run: it names code to call while "
                               f"loading ({refused[0][:200]}), which checkpoints of tensors and plain containers "
                               "never do. Only open checkpoints you trust with other tools.") from err
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            OverflowError, MemoryError, struct.error) as err:
+        # random bytes reach the unpickler's stack handling and fail in any of these ways
         raise ModelSpecError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err}); it is "
                              "corrupt or truncated: use an earlier checkpoint") from err
     if not isinstance(ckpt, dict):
