@@ -131,6 +131,8 @@ class XCosModule(L.LightningModule):
         self.skipped_nonfinite += 1
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        for group in self.optimizers().param_groups:
+            self.log(f"train/lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)
         if self.hparams.nonfinite == "skip":
             self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
 
@@ -197,13 +199,16 @@ class XCosModule(L.LightningModule):
             for p in module.parameters():
                 # BatchNorm/PReLU weights and biases are 1-d: weight decay would only shrink them.
                 (no_decay if p.ndim <= 1 else decay).append(p)
-        sgd = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, momentum=hp.momentum)
+        # Group names label the logged rates: train/lr/weights, train/lr/norms_biases, train/lr/attention.
+        sgd = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay, "name": "weights"},
+                               {"params": no_decay, "weight_decay": 0.0, "name": "norms_biases"}],
+                              lr=hp.lr, momentum=hp.momentum)
         milestones = sorted(hp.milestones or [])
         factors = [lambda epoch: hp.gamma ** sum(epoch >= m for m in milestones)] * 2
         optimizers = [sgd]
         if self.model.has_xcos:
-            optimizers.append(torch.optim.Adam(self.model.attention.parameters(), lr=hp.attention_lr))
+            optimizers.append(torch.optim.Adam([{"params": self.model.attention.parameters(), "name": "attention"}],
+                                               lr=hp.attention_lr))
             factors.append(lambda epoch: hp.attention_gamma ** (epoch // hp.attention_step))
         optimizer = JointOptimizer(optimizers)
         # One scheduler, one factor per parameter group: MultiStep for SGD, StepLR for the attention.

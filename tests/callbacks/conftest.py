@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.tiny import TINY_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs/demo.yaml"
-
-# The demo config with a tiny trunk and tiny data: the tests check the plumbing, benchmarks check the cost.
-TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
-        "--data.init_args.num_train_identities", "8", "--data.init_args.images_per_identity", "4",
-        "--data.init_args.num_val_identities", "6", "--data.init_args.val_pairs", "20",
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0"]
 
 
 def _monitor_overlay(folder: Path, **init_args) -> Path:
@@ -64,4 +59,4 @@ def monitor_records():
 @pytest.fixture
 def demo_args() -> list[str]:
     """``--config configs/demo.yaml`` plus the tiny trunk and data."""
-    return ["--config", str(DEMO), *TINY]
+    return ["--config", str(DEMO), *TINY_ARGS]

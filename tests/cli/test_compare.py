@@ -7,42 +7,10 @@ import json
 import math
 
 import pytest
-import torch
 
 from xcos_lightning.cli.explain import main
-from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
-from xcos_lightning.models.checkpoint import part_config
-from xcos_lightning.models.mobilefacenet import MobileFaceNet
 
 PAIRS = 10  # per kind: the fewest 10-fold accuracy allows, times two
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core machine: spinning OpenMP threads make each op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def xcos_ckpt(tmp_path):
-    torch.manual_seed(0)
-    model = XCosModel(create_backbone("tiny", channels=16), LearnedAttention(32))
-    ckpt = tmp_path / "xcos.ckpt"
-    torch.save({"hyper_parameters": {"backbone": part_config(model.backbone), "attention": part_config(model.attention),
-                                     "xcos": True},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    return ckpt
-
-
-@pytest.fixture
-def mobilefacenet_spec(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "mfn.pt"
-    torch.save(MobileFaceNet().state_dict(), path)
-    return f"mobilefacenet:{path}"
 
 
 @pytest.fixture

@@ -8,17 +8,6 @@ from PIL import Image
 
 from xcos_lightning.cli.explain import main
 from xcos_lightning.cli.pair import load_face
-from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
-from xcos_lightning.models.checkpoint import part_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core machine: spinning OpenMP threads make each op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -59,18 +48,6 @@ def test_pair_pretrained_mobilefacenet(shared_dir, images, tmp_path, capsys):
     assert all(t["seconds"] > 0 and abs(t["score"] - result["score"]) < 1e-4 for t in result["methods"].values())
     assert any(line.startswith("decision: ") for line in lines) and f"figure: {out}" in lines
     _assert_png(out, (4 * 224, 5 * 224))  # the faces, then 4 method rows of 4 panels of 224 px
-
-
-@pytest.fixture
-def xcos_ckpt(tmp_path):
-    """A checkpoint as train.py writes it (hyper-parameters + model.* weights): tiny trunk, xCos attention."""
-    backbone, attention = create_backbone("tiny", channels=16), LearnedAttention(32)
-    state = XCosModel(backbone, attention).state_dict()
-    ckpt = tmp_path / "xcos.ckpt"
-    torch.save({"hyper_parameters": {"backbone": part_config(backbone), "attention": part_config(attention),
-                                     "xcos": True},
-                "state_dict": {f"model.{k}": v for k, v in state.items()}}, ckpt)
-    return ckpt
 
 
 def test_pair_xcos_checkpoint_adds_grids(images, xcos_ckpt, tmp_path, capsys):

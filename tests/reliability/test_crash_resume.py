@@ -24,15 +24,13 @@ from xcos_lightning.datamodules import SyntheticFacesDataModule
 from xcos_lightning.datamodules.pair_sampling import PairLoader, PairSampler, TrainPairs
 from xcos_lightning.models import GridBackbone
 from xcos_lightning.module import XCosModule
+from helpers.tiny import TINY_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # 8 identities x 4 images = 32 anchors = 8 steps of 4 pairs per epoch; 2 epochs = 16 steps.
-TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
-        "--model.milestones", "[1]", "--data.init_args.num_train_identities", "8",
-        "--data.init_args.images_per_identity", "4", "--data.init_args.num_val_identities", "6",
-        "--data.init_args.val_pairs", "20", "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-        "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0"]
+TINY = [*TINY_ARGS, "--model.milestones", "[1]", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
+        "--trainer.num_sanity_val_steps", "0"]
 KILL_AFTER = 13  # epoch 1, batch 5 of 8: the last checkpoint (step 12) is mid-epoch
 
 

@@ -19,13 +19,11 @@ from xcos_lightning.callbacks.last_checkpoint import LastCheckpoint
 from xcos_lightning.models import GridBackbone
 from xcos_lightning.module import XCosModule
 from xcos_lightning.wandb_logger import ResilientWandbLogger
+from helpers.tiny import TINY_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
-        "--data.init_args.num_train_identities", "8", "--data.init_args.images_per_identity", "4",
-        "--data.init_args.num_val_identities", "6", "--data.init_args.val_pairs", "20",
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", "--trainer.max_steps", "2",
-        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0"]
+TINY = [*TINY_ARGS, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0"]
 
 
 def _train(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:

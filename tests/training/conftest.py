@@ -7,14 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
-
-# Narrow, fast settings on top of any config: the tests check the plumbing, benchmarks check speed.
-TINY = ["--trainer.check_val_every_n_epoch", "1", "--model.backbone.init_args.trunk", "tiny", "--model.backbone.init_args.trunk_kwargs", "{}",
-        "--data.init_args.num_train_identities", "8", "--data.init_args.images_per_identity", "4",
-        "--data.init_args.num_val_identities", "6", "--data.init_args.val_pairs", "20",
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0"]
 
 
 def _run_train(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -34,4 +29,4 @@ def run_train():
 
 @pytest.fixture
 def tiny_args() -> list[str]:
-    return list(TINY)
+    return list(TINY_ARGS)

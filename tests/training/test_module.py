@@ -32,8 +32,10 @@ def test_fit_logs_hierarchical_names(tmp_path):
     trainer.fit(_module(), datamodule=_data())
     logged = set(trainer.logged_metrics)
     for name in ("train/loss", "train/ce", "train/mse", "val/synth/acc_cos", "val/synth/acc_xcos",
-                 "val/synth/eer_threshold_xcos", "val/synth/tar_far1e-3_cos"):
+                 "val/synth/eer_threshold_xcos", "val/synth/tar_far1e-3_cos", "train/lr/weights",
+                 "train/lr/norms_biases", "train/lr/attention"):
         assert name in logged, logged
+    assert abs(float(trainer.logged_metrics["train/lr/attention"]) - 1e-3) < 1e-9  # the default attention_lr
     assert trainer.global_step == 6  # one step per batch although two optimizers train
 
 

@@ -9,20 +9,9 @@ from __future__ import annotations
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from xcos_lightning.explain.figure import DIVERGING, WHITE_GREEN, grid_image, to_uint8
+from xcos_lightning.explain.figure import DIVERGING, WHITE_GREEN, face_with_grid, grid_image
 
 TITLE_H, HEADER_H, GAP = 30, 16, 6
-
-
-def face_with_grid(img: Tensor, cells: int, side: int) -> Image.Image:
-    """Face ``(3, H, W)`` in ``[0, 1]`` as a ``side`` px square with the ``cells x cells`` grid drawn on it."""
-    face = Image.fromarray(to_uint8(img)).resize((side, side), Image.Resampling.BILINEAR)
-    draw = ImageDraw.Draw(face)
-    for k in range(1, cells):
-        at = round(k * side / cells)
-        draw.line([(at, 0), (at, side - 1)], fill=(255, 255, 255), width=1)
-        draw.line([(0, at), (side - 1, at)], fill=(255, 255, 255), width=1)
-    return face
 
 
 def xcos_figure(img_a: Tensor, img_b: Tensor, s_grid: Tensor, w_grid: Tensor, threshold: float, *,
