@@ -38,6 +38,7 @@ from lfw_pretrained import load_face, read_pairs  # sibling script: same crop as
 
 from xcos_lightning.explain import CorrRISE
 from xcos_lightning.models.pretrained import load_pretrained
+from memory import rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,6 @@ def live_tensors() -> int:
     """Tensors reachable by the garbage collector: a leak in Python-held state shows up here."""
     gc.collect()
     return sum(isinstance(obj, torch.Tensor) for obj in gc.get_objects())
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB (``/proc/self/statm``: pages; psutil is not a dependency)."""
-    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def multiply_adds(model: torch.nn.Module) -> int:

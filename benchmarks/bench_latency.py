@@ -51,26 +51,11 @@ from torch import Tensor
 from xcos_lightning.explain import Explainer, create_explainer, list_explainers
 from xcos_lightning.explain.perturbation import MaskingExplainer
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
+from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]
 MASK_COUNT_METHODS = ("corrrise", "srise", "rise")  # take n_masks
 REFERENCES = ("forward", "forward + backward")
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB (``/proc/self/statm``: pages; psutil is not a dependency)."""
-    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def reset_peak_rss() -> None:
-    """Set the kernel's peak-RSS mark (``VmHWM``) to the current RSS (Linux >= 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mib() -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def measured(fn: Callable[[], object]) -> tuple[float, float, float]:

@@ -47,6 +47,7 @@ from xcos_lightning.explain import create_explainer, inference_copy
 from xcos_lightning.metrics import dpr_scores, flip_fractions, pair_perturbation_scores
 from xcos_lightning.metrics.patch_dpr import patch_mask, patch_positions
 from xcos_lightning.module import XCosModule
+from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]
 Clock = tuple[float, float]  # (wall, CPU) seconds
@@ -54,22 +55,6 @@ Clock = tuple[float, float]  # (wall, CPU) seconds
 
 def clock() -> Clock:
     return time.perf_counter(), time.process_time()
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB (``/proc/self/statm``: pages; psutil is not a dependency)."""
-    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def reset_peak_rss() -> None:
-    """Set the kernel's peak-RSS mark (``VmHWM``) to the current RSS (Linux >= 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mib() -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 class Phases:

@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 from xcos_lightning.models import create_backbone
 from xcos_lightning.models.backbone import grid_embedding
 from xcos_lightning.module import XCosModule
+from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 Clock = tuple[float, float]  # (wall, CPU) seconds
 
@@ -61,22 +62,6 @@ def clock() -> Clock:
 
 def since(start: Clock, end: Clock) -> Clock:
     return end[0] - start[0], end[1] - start[1]
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB (``/proc/self/statm``: pages; psutil is not a dependency)."""
-    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def reset_peak_rss() -> None:
-    """Set the kernel's peak-RSS mark (``VmHWM``) to the current RSS (Linux >= 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mib() -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def trunk_kwargs(trunk: str, width: float) -> dict:
