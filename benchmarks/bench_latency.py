@@ -51,6 +51,7 @@ from torch import Tensor
 from xcos_lightning.explain import Explainer, create_explainer, list_explainers
 from xcos_lightning.explain.perturbation import MaskingExplainer
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
+from trunks import trunk_kwargs  # sibling script: --width per trunk
 from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,15 +66,6 @@ def measured(fn: Callable[[], object]) -> tuple[float, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu, peak_rss_mib() - before
-
-
-def trunk_kwargs(trunk: str, width: float) -> dict:
-    """``--width`` as the trunk's own width argument (MobileFaceNet: multiplier; IResNet: stem channels)."""
-    if trunk == "mobilefacenet":
-        return {"width_mult": width}
-    if trunk.startswith("iresnet"):
-        return {"width": round(64 * width)}
-    return {}
 
 
 def build_model(trunk: str, args: argparse.Namespace) -> tuple[XCosModel, str]:

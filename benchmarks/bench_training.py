@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 from xcos_lightning.models import create_backbone
 from xcos_lightning.models.backbone import grid_embedding
 from xcos_lightning.module import XCosModule
+from trunks import trunk_kwargs  # sibling script: --width per trunk
 from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 Clock = tuple[float, float]  # (wall, CPU) seconds
@@ -62,15 +63,6 @@ def clock() -> Clock:
 
 def since(start: Clock, end: Clock) -> Clock:
     return end[0] - start[0], end[1] - start[1]
-
-
-def trunk_kwargs(trunk: str, width: float) -> dict:
-    """``--width`` as the trunk's own width argument (MobileFaceNet: multiplier; IResNet: stem channels)."""
-    if trunk == "mobilefacenet":
-        return {"width_mult": width}
-    if trunk.startswith("iresnet"):
-        return {"width": round(64 * width)}
-    return {}
 
 
 def make_module(args: argparse.Namespace, xcos: bool) -> XCosModule:
