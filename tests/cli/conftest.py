@@ -5,18 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
 from xcos_lightning.models.checkpoint import part_config
 from xcos_lightning.models.mobilefacenet import MobileFaceNet
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core machine: spinning OpenMP threads make each op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

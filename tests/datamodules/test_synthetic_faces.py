@@ -5,17 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.datamodules.synthetic_faces import SyntheticFaces
 from xcos_lightning.errors import DataFormatError, VerificationSetError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These renders are a few thousand pixels: intra-op threads only add synchronisation (seconds on a busy host)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _batch(data: SyntheticFaces, ids: list[int], imgs: list[int]):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.explain import Explainer, create_explainer
 
 
@@ -69,16 +70,6 @@ def _make_pairs(b: int, size: int = 112, seed: int = 0) -> tuple[Tensor, Tensor]
     low = torch.rand(2 * b, 3, 8, 8, generator=g)
     images = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
     return images[:b], images[b:]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: OpenMP hand-offs cost more than the maths, and on a shared 2-core machine two
-    spinning threads make each op ~100x slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.cli import benchmark
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
 from xcos_lightning.metrics.faithfulness import (accuracy_curve, area_under_curve, fill_canvas, fraction_grid,
                                                  perturbation_scores, pixel_ranks)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def explanation(sim_a: Tensor, dis_a: Tensor) -> PairExplanation:

@@ -6,16 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.metrics import FlipFractionMetric, flip_fractions
 from xcos_lightning.metrics.faithfulness import fill_canvas, pixel_ranks, replaced_embeddings
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pixel00_embed(x: Tensor) -> Tensor:

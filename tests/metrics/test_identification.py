@@ -5,17 +5,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.explain.base import Explainer, SideMaps
 from xcos_lightning.metrics import IdentificationMetric, combine_maps, identification_correct, probe_maps, top_k_gallery
 from xcos_lightning.metrics.identification import rank1_correct
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pixel00_embed(x: Tensor) -> Tensor:

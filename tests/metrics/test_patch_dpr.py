@@ -9,19 +9,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.metrics import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
 from xcos_lightning.metrics.patch_dpr import error_curves, patch_mask
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _face(seed: int) -> np.ndarray:
