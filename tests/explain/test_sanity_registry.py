@@ -70,6 +70,14 @@ def test_xcos_maps_are_upsampled_contributions(xcos_model, make_pairs):
     torch.testing.assert_close(out.raw_b, out.raw_a)
     torch.testing.assert_close(out.score, (cos_grid * attention).sum((1, 2)))
     assert out.extras["S_map"].shape == (2, 112, 112) and out.threshold == 0.2
+    s_only = XCosIntrinsic(xcos_model, map="S")(img_a, img_b)
+    torch.testing.assert_close(s_only.raw_a, out.extras["S_map"])
+    w_only = XCosIntrinsic(xcos_model, map="W")(img_a, img_b)
+    peak = out.extras["W_map"].amax(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(w_only.sim_a, out.extras["W_map"] / peak)
+    torch.testing.assert_close(w_only.dis_a, w_only.sim_a)
+    with pytest.raises(ValueError, match="map must be one of"):
+        XCosIntrinsic(xcos_model, map="SW")
 
 
 def test_registry_errors():

@@ -189,13 +189,13 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random",
+    args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random,random:seed=7",
                               "--pairs", "3", "--steps", "4", "--out", str(tmp_path / "out"), "--json",
                               "--device", "cpu", "--threshold", "0.5"])
     assert args.func(args) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
-    assert set(result) == {"random"}
+    assert set(result) == {"random", "random:seed=7"}  # one row per token: options make their own rows
     for key in ("deletion_genuine", "insertion_impostor", "flip_deletion_match", "dpr_fmr_auc", "seconds_per_pair"):
         assert key in result["random"]
     assert "| random |" in (tmp_path / "out" / "table.md").read_text()
@@ -203,8 +203,34 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["threshold"] == 0.5
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
     assert "[benchmark]" in captured.err
-    bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "nope"])
-    assert benchmark.run(bad) == 1
+    only = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", "--pairs", "3",
+                              "--steps", "4", "--device", "cpu", "--protocols", "deletion,dpr", "--json",
+                              "--extra-fills", "blur,mean",
+                              "--out", str(tmp_path / "dpr")])
+    assert benchmark.run(only) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["random"]
+    assert row["flip_deletion_match"] is None and row["dpr_fmr_auc"] is not None  # protocols left out: NaN
+    for metric in ("deletion_genuine", "insertion_impostor"):  # one column per canvas
+        assert all(0 <= row[f"{metric}{suffix}"] <= 100 for suffix in ("", "_blur", "_mean"))
+    table = (tmp_path / "dpr" / "table.md").read_text()
+    assert "del gen blur ↓" in table and "ins imp mean ↑" in table and "flip" not in table
+    assert len(list((tmp_path / "dpr").glob("*.png"))) == 6
+    for option, value in (("--protocols", "deletion,nope"), ("--extra-fills", "zero")):
+        bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", option, value])
+        assert benchmark.run(bad) == 1
+        assert value in capsys.readouterr().err
+    for methods, message in (("nope", "unknown"), ("random:seed", "not key=value"), ("random:bogus=1", "bogus")):
+        bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", methods, "--pairs", "3",
+                                 "--steps", "4", "--device", "cpu"])
+        assert benchmark.run(bad) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_benchmark_method_options_parse_to_constructor_arguments():
+    assert benchmark.parse_method("corrrise") == ("corrrise", {})
+    assert benchmark.parse_method("occlusion:stride=16:patch_sizes=16/32") == (
+        "occlusion", {"stride": 16, "patch_sizes": (16, 32)})
+    assert benchmark.parse_method("xssab:blur=true:x=0.5:map=W") == ("xssab", {"blur": True, "x": 0.5, "map": "W"})
 
 
 def test_benchmark_threshold_is_centred_in_the_score_gap():

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import lightning as L
 import torch
@@ -28,7 +27,7 @@ from torchmetrics import CatMetric, MeanMetric
 
 from xcos_lightning.callbacks.faithfulness_tracker import MEASURES, FaithfulnessTracker
 from xcos_lightning.callbacks.wandb_media import ShownPair, wandb_media
-from xcos_lightning.explain import (Explainer, PairExplanation, RandomMap, create_explainer, inference_copy,
+from xcos_lightning.explain import (Explainer, PairExplanation, RandomMap, create_explainer, fast_embedding,
                                    list_explainers)
 from xcos_lightning.explain.perturbation import MaskingExplainer
 
@@ -163,7 +162,7 @@ class ExplanationMonitor(L.Callback):
         seconds = {name: MeanMetric().to(device) for name in explainers}
         explained = CatMetric().to(device)
         batch = self.batch_size or (Explainer.CPU_BATCH_SIZE if device.type == "cpu" else Explainer.GPU_BATCH_SIZE)
-        measure_embed = _measure_embedding(model, self.bf16)
+        measure_embed = fast_embedding(model, self.bf16)
         shown: list[ShownPair] = []
         try:
             for i in range(len(pairs["index"])):
@@ -317,21 +316,6 @@ def _embedding_model(pl_module: L.LightningModule) -> nn.Module:
         raise TypeError(f"ExplanationMonitor needs pl_module.model, an embedding nn.Module ((B, 3, H, W) in [0, 1] "
                         f"-> (B, D)); {type(pl_module).__name__} has none")
     return model
-
-
-def _measure_embedding(model: nn.Module, bf16: bool) -> Callable[[Tensor], Tensor]:
-    """Embedding function of the measures' many perturbed forwards: an inference copy (BatchNorm folded,
-    channels-last on CPU) built for this run's weights, float32 output."""
-    channels_last = next(model.parameters()).device.type == "cpu"
-    fast = inference_copy(model, channels_last)
-
-    def embed(x: Tensor) -> Tensor:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-            return fast(x).float()
-
-    return embed
 
 
 def _shown_pair(model: nn.Module, img_a: Tensor, img_b: Tensor, label: Tensor, index: Tensor) -> ShownPair:

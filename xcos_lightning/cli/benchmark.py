@@ -3,10 +3,16 @@
     explain.py benchmark --model mobilefacenet:mfn.pt --data lfw:/data/lfw --methods random,corrrise \\
         --pairs 50 --out runs/bench [--steps 20] [--fill zero|mean|blur] [--n-masks 500] [--seed 0] [--json]
 
+- Methods: registry names, each optionally with constructor options, ``name:key=value:key=value``
+  (e.g. ``corrrise:correlation=spearman``, ``occlusion:stride=16:patch_sizes=16/32``, ``xcos:map=W``;
+  ``/`` separates the items of a tuple); the token is the row's name, so one method can take several rows.
+
 - Pairs: ``--pairs`` genuine and as many impostor pairs drawn without replacement (``--seed``), in index order.
 - Threshold: ``--threshold`` if given, else the EER threshold (FAR = FRR, interpolated on the ROC) of the
   model's plain cosine (no flip augmentation, as the explainers score pairs) on the selected clean pairs,
   centred in the gap between the clean scores around it (same clean decisions, robust to float noise).
+- Perturbed forwards of the protocols run through ``fast_embedding(model)`` (BatchNorm folded, the same
+  function up to float rounding).
 - Per method (``xcos_lightning.metrics``): Deletion/Insertion AUC % on genuine pairs (similarity maps,
   accuracy = acceptance) and impostor pairs (dissimilarity maps, accuracy = rejection); S-RISE flip
   fractions (grid of ``--steps``, refined to the pixel), split by clean decision; DPR FMR/FNMR AUC % on the
@@ -25,6 +31,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,6 +42,7 @@ from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosError
 from xcos_lightning.explain.base import Explainer
+from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.registry import create_explainer, list_explainers
 from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
@@ -51,6 +59,7 @@ COLUMNS = (
     ("flip del nonmatch", "flip_deletion_nonmatch", "↓"), ("flip ins nonmatch", "flip_insertion_nonmatch", "↓"),
     ("DPR FMR", "dpr_fmr_auc", "↓"), ("DPR FNMR", "dpr_fnmr_auc", "↓"), ("s/pair", "seconds_per_pair", ""),
 )
+PROTOCOLS = ("deletion", "flips", "dpr")  # Deletion/Insertion AUCs, S-RISE flip fractions, DPR on patched pairs
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 SEEDED_METHODS = MASK_METHODS + ("random",)  # take --seed
 PLOTS = (  # file, curve key, title, x label, y label
@@ -73,8 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. random,corrrise")
     parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md/.csv, results.json and plots")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS),
+                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all); the others are NaN")
     parser.add_argument("--steps", type=int, default=20, help="fraction steps n, p = k/n (default 20 = 5%%)")
     parser.add_argument("--fill", choices=FILLS, default="zero", help="deletion/insertion canvas (default zero)")
+    parser.add_argument("--extra-fills", default="",
+                        help=f"more canvases ({','.join(FILLS)}) scored on the same maps, as extra columns "
+                        "'<metric>_<fill>' (default none)")
     parser.add_argument("--sides", choices=("a", "both"), default="a",
                         help="deletion/insertion on image A only or on A and B in turn (default a)")
     parser.add_argument("--n-masks", type=int, default=None, help=f"masks for {', '.join(MASK_METHODS)} "
@@ -82,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
     parser.add_argument("--threshold", type=float, default=None,
                         help="fixed cosine threshold (default: EER threshold on the selected clean pairs)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: 8 on CPU, 64 on GPU)")
     parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--json", action="store_true", help="print {method: {metric: value}} as the last line")
@@ -133,20 +148,52 @@ def cam_layer(model: nn.Module, device: torch.device) -> nn.Module:
     return found[-1]
 
 
-def build_explainer(name: str, model: nn.Module, threshold: float, args: argparse.Namespace,
+def parse_method(token: str) -> tuple[str, dict]:
+    """``"name:key=value:..."`` -> (name, options); values become int, float or bool where they read as one,
+    and tuples where they hold ``/``."""
+    name, *options = token.split(":")
+    kwargs = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method {token!r}: option {option!r} is not key=value")
+        items = tuple(_literal(v) for v in value.split("/"))
+        kwargs[key] = items if "/" in value else items[0]
+    return name, kwargs
+
+
+def _literal(text: str):
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_explainer(token: str, model: nn.Module, threshold: float, args: argparse.Namespace,
                     device: torch.device) -> Explainer:
+    name, options = parse_method(token)
     kwargs: dict = {"threshold": threshold, "batch_size": args.batch_size}
-    if name == "xcos":
-        if not getattr(model, "has_xcos", False):
-            raise ModelSpecError(f"method 'xcos' needs a model trained with the xCos head; {args.model!r} has none")
-        return create_explainer(name, model=model, **kwargs)
     if name in MASK_METHODS and args.n_masks is not None:
         kwargs["n_masks"] = args.n_masks
     if name in SEEDED_METHODS:
         kwargs["seed"] = args.seed
     if name in ("gradcam", "gradcampp"):
         kwargs["target_layer"] = cam_layer(model, device)
-    return create_explainer(name, embed_fn=model, **kwargs)
+    kwargs.update(options)
+    if name == "xcos":
+        if not getattr(model, "has_xcos", False):
+            raise ModelSpecError(f"method 'xcos' needs a model trained with the xCos head; {args.model!r} has none")
+        kwargs["model"] = model
+    else:
+        kwargs["embed_fn"] = model
+    try:
+        return create_explainer(name, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ModelSpecError(f"method {token!r}: {err}") from err
 
 
 def clean_scores(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -173,10 +220,15 @@ def centred_eer_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]
     return eer, threshold
 
 
-def evaluate(name: str, explainer: Explainer, model: nn.Module, loader: DataLoader, threshold: float,
-             args: argparse.Namespace, device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Run the three protocols for one explainer; returns (metrics, curves)."""
-    faith = DeletionInsertionMetric(threshold, args.steps)
+def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor], loader: DataLoader,
+             threshold: float, args: argparse.Namespace,
+             device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run the three protocols for one explainer, scoring perturbed images with ``embed``; returns
+    (metrics, curves)."""
+    batch_size = args.batch_size or (Explainer.CPU_BATCH_SIZE if device.type == "cpu" else Explainer.GPU_BATCH_SIZE)
+    protocols = set(args.protocols)
+    fills = [args.fill, *args.extra_fills]
+    faith = {fill: DeletionInsertionMetric(threshold, args.steps) for fill in fills}
     flips, dpr = FlipFractionMetric(), DPRMetric(threshold, args.steps)
     seconds, pairs, start = 0.0, 0, time.perf_counter()
     for n, batch in enumerate(loader, 1):
@@ -184,36 +236,51 @@ def evaluate(name: str, explainer: Explainer, model: nn.Module, loader: DataLoad
         labels, index = batch["label"], batch["index"]
         expl = explainer(clean_a, img_b)
         seconds, pairs = seconds + expl.seconds, pairs + len(labels)
-        deletion, insertion = pair_perturbation_scores(model, clean_a, img_b, expl, labels, args.steps, args.fill,
-                                                       args.sides, args.batch_size)
-        faith.update(deletion.cpu(), insertion.cpu(), labels, index)
-        flip = flip_fractions(model, clean_a, img_b, expl.sim_a, expl.dis_a, threshold, args.steps, True,
-                              args.batch_size)
-        flips.update(FlipFractions(*(t.cpu() for t in flip)), index)
-        patched = explainer(patched_a, img_b)
-        dpr.update(dpr_scores(model, patched_a, clean_a, img_b, patched.sim_a, patched.dis_a, threshold, args.steps,
-                              args.batch_size).cpu(), labels, index)
+        for fill in fills if "deletion" in protocols else ():
+            deletion, insertion = pair_perturbation_scores(embed, clean_a, img_b, expl, labels, args.steps, fill,
+                                                           args.sides, batch_size)
+            faith[fill].update(deletion.cpu(), insertion.cpu(), labels, index)
+        if "flips" in protocols:
+            flip = flip_fractions(embed, clean_a, img_b, expl.sim_a, expl.dis_a, threshold, args.steps, True,
+                                  batch_size)
+            flips.update(FlipFractions(*(t.cpu() for t in flip)), index)
+        if "dpr" in protocols:
+            patched = explainer(patched_a, img_b)
+            dpr.update(dpr_scores(embed, patched_a, clean_a, img_b, patched.sim_a, patched.dis_a, threshold,
+                                  args.steps, batch_size).cpu(), labels, index)
         log(f"{name}: batch {n}/{len(loader)}, {pairs} pairs, {time.perf_counter() - start:.1f} s")
-    f, fl, d = faith.compute(), flips.compute(), dpr.compute()
-    metrics = {
-        "deletion_genuine": f["genuine/deletion_auc"], "insertion_genuine": f["genuine/insertion_auc"],
-        "deletion_impostor": f["impostor/deletion_auc"], "insertion_impostor": f["impostor/insertion_auc"],
-        "flip_deletion_match": fl["match/deletion"], "flip_insertion_match": fl["match/insertion"],
-        "flip_deletion_nonmatch": fl["nonmatch/deletion"], "flip_insertion_nonmatch": fl["nonmatch/insertion"],
-        "flip_unflipped_match": fl["match/unflipped"], "flip_unflipped_nonmatch": fl["nonmatch/unflipped"],
-        "dpr_fmr_auc": d["fmr_auc"], "dpr_fnmr_auc": d["fnmr_auc"],
-        "dpr_fmr_patched": d["fmr_patched"], "dpr_fnmr_patched": d["fnmr_patched"],
-        "seconds_per_pair": seconds / max(pairs, 1),
-    }
-    curves = {k: v.tolist() for k, v in faith.curves().items()}
-    curves.update({f"dpr/{k}": v.tolist() for k, v in dpr.curves().items() if k != "fractions"})
+    nan = float("nan")
+    metrics = {key: nan for _, key, _ in COLUMNS} | {k: nan for k in ("flip_unflipped_match", "flip_unflipped_nonmatch",
+                                                                   "dpr_fmr_patched", "dpr_fnmr_patched")}
+    metrics["seconds_per_pair"] = seconds / max(pairs, 1)
+    curves: dict[str, list[float]] = {}
+    for fill in fills if "deletion" in protocols else ():
+        f, suffix = faith[fill].compute(), "" if fill == args.fill else f"_{fill}"
+        metrics.update({f"{step}_{kind}{suffix}": f[f"{kind}/{step}_auc"] for kind in ("genuine", "impostor")
+                        for step in ("deletion", "insertion")})
+        prefix = "" if fill == args.fill else f"{fill}/"
+        curves.update({f"{prefix}{k}": v.tolist() for k, v in faith[fill].curves().items()})
+    if "flips" in protocols:
+        fl = flips.compute()
+        metrics.update({f"flip_{kind}_{group}": fl[f"{group}/{kind}"] for group in ("match", "nonmatch")
+                        for kind in ("deletion", "insertion", "unflipped")})
+    if "dpr" in protocols:
+        d = dpr.compute()
+        metrics.update({"dpr_fmr_auc": d["fmr_auc"], "dpr_fnmr_auc": d["fnmr_auc"],
+                        "dpr_fmr_patched": d["fmr_patched"], "dpr_fnmr_patched": d["fnmr_patched"]})
+        curves.update({f"dpr/{k}": v.tolist() for k, v in dpr.curves().items()})
     return metrics, curves
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    head = "| method | " + " | ".join(f"{c} {arrow}".strip() for c, _, arrow in COLUMNS) + " |"
-    rule = "|---" * (len(COLUMNS) + 1) + "|"
-    rows = ["| " + " | ".join([m] + [_fmt(r[key]) for _, key, _ in COLUMNS]) + " |" for m, r in results.items()]
+    """One row per method; the columns of ``COLUMNS`` (each with the ``_<fill>`` copies of extra fills)
+    that hold a number for some method."""
+    columns = [(f"{column} {suffix}".strip(), f"{key}_{suffix}".rstrip("_"), arrow)
+               for column, key, arrow in COLUMNS for suffix in ("", *FILLS)]
+    columns = [c for c in columns if any(not math.isnan(r.get(c[1], math.nan)) for r in results.values())]
+    head = "| method | " + " | ".join(f"{c} {arrow}".strip() for c, _, arrow in columns) + " |"
+    rule = "|---" * (len(columns) + 1) + "|"
+    rows = ["| " + " | ".join([m] + [_fmt(r.get(key)) for _, key, _ in columns]) + " |" for m, r in results.items()]
     return "\n".join([head, rule, *rows])
 
 
@@ -242,14 +309,33 @@ def write_outputs(out: Path, results: dict, curves: dict, settings: dict) -> Non
     (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
                                                              "curves": curves}), indent=1))
     for file, key, title, xlabel, ylabel in PLOTS:
-        lines = {m: (c["fractions"], c[key]) for m, c in curves.items()}
+        fractions = "dpr/fractions" if key.startswith("dpr/") else "fractions"
+        lines = {m: (c[fractions], c[key]) for m, c in curves.items() if key in c}
+        if not lines:  # protocol not run
+            continue
         line_plot(lines, out / f"{file}.png", title=title, xlabel=xlabel, ylabel=ylabel)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; 0 on success, 1 on bad input (message on stderr)."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(list_explainers()))
+    if isinstance(args.extra_fills, str):
+        args.extra_fills = [f.strip() for f in args.extra_fills.split(",") if f.strip()]
+    if set(args.extra_fills) - set(FILLS) or args.fill in args.extra_fills:
+        print(f"explain.py benchmark: error: --extra-fills {','.join(args.extra_fills)!r}: choose from "
+              f"{','.join(FILLS)}, other than --fill", file=sys.stderr)
+        return 1
+    if isinstance(args.protocols, str):
+        args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not args.protocols or set(args.protocols) - set(PROTOCOLS):
+        print(f"explain.py benchmark: error: --protocols {','.join(args.protocols)!r}: choose from "
+              f"{','.join(PROTOCOLS)}", file=sys.stderr)
+        return 1
+    try:
+        unknown = sorted({parse_method(m)[0] for m in methods} - set(list_explainers()))
+    except ValueError as exc:
+        print(f"explain.py benchmark: error: {exc}", file=sys.stderr)
+        return 1
     if not methods or unknown:
         print(f"explain.py benchmark: error: unknown or missing methods {unknown or methods}; "
               f"choose from {list_explainers()}", file=sys.stderr)
@@ -285,13 +371,15 @@ def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: 
     accuracy = float((accepts(scores, threshold) == labels).double().mean())
     summary = (f"{args.pairs} genuine + {args.pairs} impostor pairs of {pair_set.name} (seed {args.seed}); "
                f"threshold {threshold:.4f} ({source}); clean EER {eer:.4f}, accuracy {accuracy:.4f}; "
-               f"steps {args.steps}, fill {args.fill}, sides {args.sides}")
+               f"steps {args.steps}, fill {args.fill}{''.join(f' (and {f})' for f in args.extra_fills)}, "
+               f"sides {args.sides}")
     log(summary)
     results, curves = {}, {}
+    embed = fast_embedding(model)
     for name in methods:
         start = time.perf_counter()
         with build_explainer(name, model, threshold, args, device) as explainer:
-            results[name], curves[name] = evaluate(name, explainer, model, loader, threshold, args, device)
+            results[name], curves[name] = evaluate(name, explainer, embed, loader, threshold, args, device)
         log(f"{name}: done in {time.perf_counter() - start:.1f} s")
     info = {"threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
             "pair_indices": chosen.tolist(), "summary": summary}

@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import Counter
+from contextlib import nullcontext
+from typing import Callable
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
@@ -76,6 +78,24 @@ def inference_copy(model: nn.Module, channels_last: bool = False) -> nn.Module:
         warnings.warn(f"BatchNorm not folded: {err}", stacklevel=2)
         fast = copy.deepcopy(model).eval()
     return fast.to(memory_format=torch.channels_last) if channels_last else fast
+
+
+def fast_embedding(model: nn.Module, bf16: bool = False) -> Callable[[Tensor], Tensor]:
+    """Embedding function for many no-grad forwards of perturbed images: an ``inference_copy`` of ``model``
+    (channels-last on CPU) built for its current weights; images ``(B, 3, H, W)`` -> float32 ``(B, D)``.
+
+    The copy does not follow later weight updates: build a new one after each training step.
+    """
+    channels_last = next(model.parameters()).device.type == "cpu"
+    fast = inference_copy(model, channels_last)
+
+    def embed(x: Tensor) -> Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            return fast(x).float()
+
+    return embed
 
 
 def weights_key(model: nn.Module) -> tuple[tuple[int, int], ...]:

@@ -23,6 +23,11 @@ class XCosMapsModel(Protocol):
 class XCosIntrinsic(Explainer):
     """Signed map = ``S * W`` (each cell's contribution to ``xcos = sum S * W``), nearest-upsampled.
 
+    ``map="S"`` explains with the cell cosines alone (signed: cells with ``S > 0`` argue for a match,
+    ``S < 0`` against) and ``map="W"`` with the attention alone (both the similarity and the
+    dissimilarity map are ``W``: attention says where the model looks, not which way the cell votes),
+    so faithfulness protocols can score each factor of the product separately.
+
     Both faces get the same maps: the cells are aligned grid positions of the two faces. Nearest
     upsampling keeps each cell one constant block, since the model says nothing finer. ``score`` is the
     xCos score; ``extras`` holds ``S``, ``W`` ``(B, 7, 7)`` and their upsampled ``S_map``, ``W_map``
@@ -31,16 +36,25 @@ class XCosIntrinsic(Explainer):
     Args:
         model: object with ``xcos_maps(img_a, img_b)`` (e.g. the xCos model), in eval mode.
         threshold: reported with the explanation (the xCos paper centres S's colour map on it).
+        map: ``"contribution"`` (``S * W``), ``"S"`` or ``"W"``: the grid behind the maps.
     """
 
-    def __init__(self, model: XCosMapsModel, threshold: float | None = None, **kwargs) -> None:
+    MAPS = ("contribution", "S", "W")
+
+    def __init__(self, model: XCosMapsModel, threshold: float | None = None, *, map: str = "contribution",
+                 **kwargs) -> None:
         super().__init__(None, threshold, **kwargs)
-        self.model = model
+        if map not in self.MAPS:
+            raise ValueError(f"map must be one of {self.MAPS}, got {map!r}")
+        self.model, self.map = model, map
 
     def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         with torch.no_grad():
             cos_grid, attention, xcos = self.model.xcos_maps(img_a, img_b)
         grids = torch.stack([cos_grid, attention, cos_grid * attention], dim=1).float()
         s_map, w_map, contribution = F.interpolate(grids, size=img_a.shape[-2:], mode="nearest").unbind(1)
-        maps = SideMaps.from_signed(contribution)
+        if self.map == "W":
+            maps = SideMaps(w_map, w_map)
+        else:
+            maps = SideMaps.from_signed(s_map if self.map == "S" else contribution)
         return maps, maps, xcos.float(), {"S": cos_grid, "W": attention, "S_map": s_map, "W_map": w_map}
