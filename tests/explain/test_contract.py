@@ -48,3 +48,15 @@ def test_speed_flags(name, model, make_explainer, make_pairs):
     assert got.score.dtype == torch.float32
     torch.testing.assert_close(got.score, want.score, atol=0.05, rtol=0)
     assert torch.isfinite(got.raw_a).all() and got.sim_a.shape == want.sim_a.shape
+
+
+@pytest.mark.parametrize("name", [n for n in list_explainers() if n not in ("xcos", "random")])
+def test_sides_a_explains_image_a_alone(name, model, make_explainer, make_pairs):
+    """``sides="a"``: the same maps of A as a full call, all-zero maps of B."""
+    img_a, img_b = make_pairs(2)
+    with make_explainer(name, model) as both, make_explainer(name, model, sides="a") as only_a:
+        want, got = both(img_a, img_b), only_a(img_a, img_b)
+    torch.testing.assert_close(got.raw_a, want.raw_a)
+    assert not got.sim_b.any() and not got.dis_b.any() and not got.raw_b.any()
+    with pytest.raises(ValueError, match="sides"):
+        make_explainer(name, model, sides="b")

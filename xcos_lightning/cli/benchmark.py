@@ -176,7 +176,8 @@ def _literal(text: str):
 def build_explainer(token: str, model: nn.Module, threshold: float, args: argparse.Namespace,
                     device: torch.device) -> Explainer:
     name, options = parse_method(token)
-    kwargs: dict = {"threshold": threshold, "batch_size": args.batch_size}
+    # The protocols perturb image A only unless --sides both: B's maps would be computed for nothing.
+    kwargs: dict = {"threshold": threshold, "batch_size": args.batch_size, "sides": args.sides}
     if name in MASK_METHODS and args.n_masks is not None:
         kwargs["n_masks"] = args.n_masks
     if name in SEEDED_METHODS:

@@ -99,6 +99,8 @@ class Explainer:
             native bf16 (AVX512-BF16/AMX); emulated and several times slower on plain AVX2 CPUs.
         channels_last: feed images in channels-last memory format (pair it with
             ``model.to(memory_format=torch.channels_last)``).
+        sides: ``"both"`` (default) explains A and B; ``"a"`` explains image A only and returns all-zero
+            maps for B, half the cost, for protocols that perturb image A alone (``explain.py benchmark``).
 
     Use as a context manager (``with GradCAM(...) as cam:``) to release hooks and cached masks.
     """
@@ -108,9 +110,12 @@ class Explainer:
     GPU_BATCH_SIZE = 64
 
     def __init__(self, embed_fn: EmbedFn | None, threshold: float | None = None, *, batch_size: int | None = None,
-                 bf16: bool = False, channels_last: bool = False) -> None:
+                 bf16: bool = False, channels_last: bool = False, sides: str = "both") -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if sides not in ("both", "a"):
+            raise ValueError(f"sides must be 'both' or 'a', got {sides!r}")
+        self.sides = sides
         self.embed_fn = embed_fn
         self.threshold = threshold
         self.batch_size = batch_size
@@ -136,7 +141,10 @@ class Explainer:
         with torch.no_grad():
             emb_a, emb_b = self.embed(img_a), self.embed(img_b)
         score = F.cosine_similarity(emb_a, emb_b, dim=1)
-        return self._side(img_a, emb_b, score), self._side(img_b, emb_a, score), score, {}
+        side_a = self._side(img_a, emb_b, score)
+        if self.sides == "a":
+            return side_a, SideMaps(torch.zeros_like(side_a.pos), torch.zeros_like(side_a.neg)), score, {}
+        return side_a, self._side(img_b, emb_a, score), score, {}
 
     def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
         """Evidence for images ``x`` ``(B, 3, H, W)`` against fixed partner embeddings ``(B, D)``.
