@@ -253,7 +253,8 @@ def main() -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--methods", default="corrrise,xssab", help="comma-separated explainers")
     common.add_argument("--n-masks", type=int, default=500, help="N of the mask methods (default 500)")
-    common.add_argument("--fill", type=float, default=0.0, help="value of masked pixels (default 0, black)")
+    common.add_argument("--fill", type=lambda v: v if v == "partner" else float(v), default=0.0,
+                        help="value of masked pixels (default 0, black), or 'partner': the other face's pixels")
     common.add_argument("--pair-batch", type=int, default=4, help="pairs per explainer call (default 4)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--threads", type=int, default=1)

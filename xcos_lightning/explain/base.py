@@ -65,6 +65,10 @@ class SideMaps(NamedTuple):
         """Split a signed map ``(B, H, W)`` into its positive and negative parts."""
         return cls(raw.clamp_min(0), (-raw).clamp_min(0))
 
+    def zeros_like(self) -> "SideMaps":
+        """All-zero maps of the same shape (a side that was not explained)."""
+        return SideMaps(torch.zeros_like(self.pos), torch.zeros_like(self.neg))
+
     def normalised(self, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
         """(sim, dis, raw): ``pos`` and ``neg`` scaled to peak 1 per pair, and ``pos - neg``."""
 
@@ -138,13 +142,17 @@ class Explainer:
 
     def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         """Evidence maps of both images, clean scores ``(B,)`` and method extras."""
-        with torch.no_grad():
-            emb_a, emb_b = self.embed(img_a), self.embed(img_b)
-        score = F.cosine_similarity(emb_a, emb_b, dim=1)
+        emb_a, emb_b, score = self._clean_pair(img_a, img_b)
         side_a = self._side(img_a, emb_b, score)
         if self.sides == "a":
-            return side_a, SideMaps(torch.zeros_like(side_a.pos), torch.zeros_like(side_a.neg)), score, {}
+            return side_a, side_a.zeros_like(), score, {}
         return side_a, self._side(img_b, emb_a, score), score, {}
+
+    def _clean_pair(self, img_a: Tensor, img_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings of the clean images ``(B, D)`` each, and their cosines ``(B,)``."""
+        with torch.no_grad():
+            emb_a, emb_b = self.embed(img_a), self.embed(img_b)
+        return emb_a, emb_b, F.cosine_similarity(emb_a, emb_b, dim=1)
 
     def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
         """Evidence for images ``x`` ``(B, 3, H, W)`` against fixed partner embeddings ``(B, D)``.

@@ -23,6 +23,9 @@ class MaskingExplainer(Explainer):
 
     Args:
         fill: value of hidden pixels (``image * M + fill * (1 - M)``); 0 = black as in the papers.
+            ``"partner"``: hidden pixels take the other face's pixels at the same place (counterfactual
+            fill for aligned faces: a region is dissimilar when showing the partner's content there
+            raises the score; black cannot reveal a dark occluder such as sunglasses).
         fast: when ``embed_fn`` is an ``nn.Module`` in eval mode, run the masked forwards on
             ``inference_copy(embed_fn)``: BatchNorm folded into the convolutions and, for CPU models,
             channels-last weights and images. Same maps up to float rounding (scores differ by ~1e-6);
@@ -33,9 +36,11 @@ class MaskingExplainer(Explainer):
         Other arguments as ``Explainer``.
     """
 
-    def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, fill: float = 0.0, fast: bool = True,
-                 **kwargs) -> None:
+    def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, fill: float | str = 0.0,
+                 fast: bool = True, **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
+        if isinstance(fill, str) and fill != "partner":
+            raise ValueError(f"fill must be a number or 'partner', got {fill!r}")
         self.fill = fill
         self.fast = fast
 
@@ -63,17 +68,27 @@ class MaskingExplainer(Explainer):
             cached = self._cache["inference_copy"] = (key, inference_copy(model, channels_last), channels_last)
         return cached[1], cached[2]
 
-    def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+    def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict]:
+        if self.fill != "partner":
+            return super()._explain(img_a, img_b)
+        emb_a, emb_b, score = self._clean_pair(img_a, img_b)
+        side_a = self._side(img_a, emb_b, score, canvas=img_b)
+        side_b = side_a.zeros_like() if self.sides == "a" else self._side(img_b, emb_a, score, canvas=img_a)
+        return side_a, side_b, score, {}
+
+    def _side(self, x: Tensor, partner: Tensor, score: Tensor, canvas: Tensor | None = None) -> SideMaps:
+        """As ``Explainer._side``; ``canvas`` ``(B, 3, H, W)`` (the partner images) replaces ``fill``."""
         masks = self.mask_set(x.shape[-2:], x.device).masks
         with torch.inference_mode():
-            scores = self.masked_scores(x, partner, masks)
+            scores = self.masked_scores(x, partner, masks, canvas)
         # A normal tensor again (unless the caller runs in inference mode): maps may be edited in place.
         scores = scores.clone()
         with torch.no_grad():
             return SideMaps.from_signed(self._saliency(scores, masks, score))
 
-    def masked_scores(self, x: Tensor, partner: Tensor, masks: Tensor) -> Tensor:
-        """Cosines ``(B, N)`` of every masked image ``x[b] * masks[k]`` with ``partner[b]``.
+    def masked_scores(self, x: Tensor, partner: Tensor, masks: Tensor, canvas: Tensor | None = None) -> Tensor:
+        """Cosines ``(B, N)`` of every masked image ``x[b] * masks[k]`` (hidden part: ``fill``, or
+        ``canvas[b]`` when given) with ``partner[b]``.
 
         The B*N masked images are built and embedded ``batch_size`` at a time, never all at once.
         """
@@ -86,7 +101,9 @@ class MaskingExplainer(Explainer):
             b, k = flat // n, flat % n
             m = masks[k, None]
             images = x[b] * m
-            if self.fill:
+            if canvas is not None:
+                images += canvas[b] * (1 - m)
+            elif self.fill:
                 images += self.fill * (1 - m)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
