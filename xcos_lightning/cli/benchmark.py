@@ -226,7 +226,7 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
              device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Run the three protocols for one explainer, scoring perturbed images with ``embed``; returns
     (metrics, curves)."""
-    batch_size = args.batch_size or (Explainer.CPU_BATCH_SIZE if device.type == "cpu" else Explainer.GPU_BATCH_SIZE)
+    batch_size = explainer.batch_size_for(device)  # --batch-size, else the device default
     protocols = set(args.protocols)
     fills = [args.fill, *args.extra_fills]
     faith = {fill: DeletionInsertionMetric(threshold, args.steps) for fill in fills}
