@@ -142,17 +142,18 @@ class Explainer:
 
     def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         """Evidence maps of both images, clean scores ``(B,)`` and method extras."""
-        emb_a, emb_b, score = self._clean_pair(img_a, img_b)
-        side_a = self._side(img_a, emb_b, score)
-        if self.sides == "a":
-            return side_a, side_a.zeros_like(), score, {}
-        return side_a, self._side(img_b, emb_a, score), score, {}
-
-    def _clean_pair(self, img_a: Tensor, img_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Embeddings of the clean images ``(B, D)`` each, and their cosines ``(B,)``."""
         with torch.no_grad():
             emb_a, emb_b = self.embed(img_a), self.embed(img_b)
-        return emb_a, emb_b, F.cosine_similarity(emb_a, emb_b, dim=1)
+        score = F.cosine_similarity(emb_a, emb_b, dim=1)
+        side_a = self._pair_side(img_a, img_b, emb_b, score)
+        if self.sides == "a":
+            return side_a, side_a.zeros_like(), score, {}
+        return side_a, self._pair_side(img_b, img_a, emb_a, score), score, {}
+
+    def _pair_side(self, x: Tensor, partner_image: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+        """Evidence for ``x`` given its partner's images ``(B, 3, H, W)`` and embeddings; most methods need
+        only the embeddings (``_side``)."""
+        return self._side(x, partner, score)
 
     def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
         """Evidence for images ``x`` ``(B, 3, H, W)`` against fixed partner embeddings ``(B, D)``.

@@ -68,13 +68,8 @@ class MaskingExplainer(Explainer):
             cached = self._cache["inference_copy"] = (key, inference_copy(model, channels_last), channels_last)
         return cached[1], cached[2]
 
-    def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict]:
-        if self.fill != "partner":
-            return super()._explain(img_a, img_b)
-        emb_a, emb_b, score = self._clean_pair(img_a, img_b)
-        side_a = self._side(img_a, emb_b, score, canvas=img_b)
-        side_b = side_a.zeros_like() if self.sides == "a" else self._side(img_b, emb_a, score, canvas=img_a)
-        return side_a, side_b, score, {}
+    def _pair_side(self, x: Tensor, partner_image: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+        return self._side(x, partner, score, canvas=partner_image if self.fill == "partner" else None)
 
     def _side(self, x: Tensor, partner: Tensor, score: Tensor, canvas: Tensor | None = None) -> SideMaps:
         """As ``Explainer._side``; ``canvas`` ``(B, 3, H, W)`` (the partner images) replaces ``fill``."""
