@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 
@@ -147,6 +148,11 @@ def test_both_sides_and_deduplication():
     padded.update(d[:2], i[:2], labels[:2], torch.tensor([0, 1]))
     padded.update(d[[2, 3, 0, 3]], i[[2, 3, 0, 3]], labels[[2, 3, 0, 3]], torch.tensor([2, 3, 0, 3]))
     assert padded.compute() == single.compute()
+    # Each AUC is the mean of the per-pair AUCs over its group (the trapezoid is linear).
+    computed = single.compute()
+    for name, (values, group) in padded.per_pair().items():
+        assert values.shape == group.shape == (4,)
+        assert float(values[group].mean()) == pytest.approx(computed[name])
     with pytest.raises(ValueError, match="steps"):
         pair_perturbation_scores(embed, a, b, explanation(m, m), labels, steps=0)
 
@@ -203,6 +209,18 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["threshold"] == 0.5
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
     assert "[benchmark]" in captured.err
+    # Paired comparison with the default baseline, from the per-pair values that also average to the table.
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    diff = saved["comparison"]["random:seed=7"]["deletion_genuine"]
+    assert diff["low"] <= diff["mean"] <= diff["high"] and diff["pairs"] == 3
+    assert "Difference from random" in (tmp_path / "out" / "table.md").read_text()
+    assert "Difference from random" in captured.out
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_pair.csv")))
+    for method in result:
+        for metric in ("deletion_genuine", "insertion_impostor", "flip_deletion_match", "dpr_fmr_auc"):
+            values = [float(r["value"]) for r in rows if r["method"] == method and r["metric"] == metric]
+            assert values and np.mean(values) == pytest.approx(result[method][metric])
+    assert {r["label"] for r in rows if r["metric"] == "deletion_genuine"} == {"1"}
     only = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", "--pairs", "3",
                               "--steps", "4", "--device", "cpu", "--protocols", "deletion,dpr", "--json",
                               "--extra-fills", "blur,mean",

@@ -111,3 +111,7 @@ def test_metric_groups_and_deduplication():
     assert out["all/deletion"] == pytest.approx(0.625)
     assert out["all/pairs"] == 2 and out["match/pairs"] == 1
     assert out["match/average"] == pytest.approx(0.25)
+    per_pair = metric.per_pair()  # one row per unique pair, averaging to compute()'s group means
+    assert per_pair["match/deletion"][0].tolist() == [0.25, 1.0]
+    for name, (values, group) in per_pair.items():
+        assert float(values[group].mean()) == pytest.approx(out[name])

@@ -146,5 +146,9 @@ def test_error_curves_and_deduplication():
     padded.update(scores[[3, 0]], labels[[3, 0]], torch.tensor([3, 0]))
     assert padded.compute() == single.compute()
     assert single.compute()["fmr_auc"] == pytest.approx(25.0)
+    per_pair = padded.per_pair()  # impostor 2 accepted then rejected: AUC 50; impostor 3 never: 0
+    assert per_pair["fmr_auc"][0][per_pair["fmr_auc"][1]].tolist() == [50.0, 0.0]
+    for name, (values, group) in per_pair.items():
+        assert float(values[group].mean()) == pytest.approx(single.compute()[name])
     with pytest.raises(ValueError, match="scores must be"):
         single.update(scores[:, :1], labels, torch.arange(4))

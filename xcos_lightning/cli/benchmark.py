@@ -18,7 +18,11 @@
   fractions (grid of ``--steps``, refined to the pixel), split by clean decision; DPR FMR/FNMR AUC % on the
   patched versions of the same pairs (27 patches of 16 px, ``--seed``; donor identities from the image
   folders when the set has them); seconds per pair = explainer wall time on the clean pairs.
-- ``--out``: ``table.md``, ``table.csv``, ``results.json`` (settings, metrics, curves) and PNG curves.
+- Paired comparison: with ``--baseline`` (default ``random``) among the methods, each method minus the
+  baseline, metric by metric, as the mean per-pair difference with a 95 % paired-bootstrap interval
+  (``--bootstrap`` resamples; ``xcos_lightning.metrics.bootstrap``).
+- ``--out``: ``table.md`` (and the comparison), ``table.csv``, ``per_pair.csv``, ``results.json`` (settings,
+  metrics, comparison, curves) and PNG curves.
   The markdown table goes to stdout; ``--json`` adds one line ``{method: {metric: value}}`` at the end.
   Progress goes to stderr.
 """
@@ -44,6 +48,7 @@ from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosErro
 from xcos_lightning.explain.base import Explainer
 from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.registry import create_explainer, list_explainers
+from xcos_lightning.metrics.bootstrap import Difference, paired_difference
 from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
@@ -101,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--json", action="store_true", help="print {method: {metric: value}} as the last line")
+    parser.add_argument("--baseline", default="random",
+                        help="method every other is compared with, pair by pair, when it is among --methods "
+                             "(default random)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples for the 95%% intervals of those differences (default 1000; 0: none)")
     return parser
 
 
@@ -223,9 +233,9 @@ def centred_eer_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]
 
 def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor], loader: DataLoader,
              threshold: float, args: argparse.Namespace,
-             device: torch.device) -> tuple[dict[str, float], dict[str, list[float]]]:
+             device: torch.device) -> tuple[dict[str, float], dict[str, list[float]], dict[str, tuple[Tensor, Tensor]]]:
     """Run the three protocols for one explainer, scoring perturbed images with ``embed``; returns
-    (metrics, curves)."""
+    (metrics, curves, per-pair ``{metric: (values, group)}`` as the metrics' ``per_pair``)."""
     batch_size = explainer.batch_size_for(device)  # --batch-size, else the device default
     protocols = set(args.protocols)
     fills = [args.fill, *args.extra_fills]
@@ -255,22 +265,30 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
                                                                    "dpr_fmr_patched", "dpr_fnmr_patched")}
     metrics["seconds_per_pair"] = seconds / max(pairs, 1)
     curves: dict[str, list[float]] = {}
+    per_pair: dict[str, tuple[Tensor, Tensor]] = {}
     for fill in fills if "deletion" in protocols else ():
         f, suffix = faith[fill].compute(), "" if fill == args.fill else f"_{fill}"
-        metrics.update({f"{step}_{kind}{suffix}": f[f"{kind}/{step}_auc"] for kind in ("genuine", "impostor")
-                        for step in ("deletion", "insertion")})
+        p = faith[fill].per_pair()
+        for kind in ("genuine", "impostor"):
+            for step in ("deletion", "insertion"):
+                metrics[f"{step}_{kind}{suffix}"] = f[f"{kind}/{step}_auc"]
+                per_pair[f"{step}_{kind}{suffix}"] = p[f"{kind}/{step}_auc"]
         prefix = "" if fill == args.fill else f"{fill}/"
         curves.update({f"{prefix}{k}": v.tolist() for k, v in faith[fill].curves().items()})
     if "flips" in protocols:
         fl = flips.compute()
         metrics.update({f"flip_{kind}_{group}": fl[f"{group}/{kind}"] for group in ("match", "nonmatch")
                         for kind in ("deletion", "insertion", "unflipped")})
+        p = flips.per_pair()
+        per_pair.update({f"flip_{kind}_{group}": p[f"{group}/{kind}"] for group in ("match", "nonmatch")
+                         for kind in ("deletion", "insertion")})
     if "dpr" in protocols:
         d = dpr.compute()
         metrics.update({"dpr_fmr_auc": d["fmr_auc"], "dpr_fnmr_auc": d["fnmr_auc"],
                         "dpr_fmr_patched": d["fmr_patched"], "dpr_fnmr_patched": d["fnmr_patched"]})
         curves.update({f"dpr/{k}": v.tolist() for k, v in dpr.curves().items()})
-    return metrics, curves
+        per_pair.update({f"dpr_{k}": v for k, v in dpr.per_pair().items()})
+    return metrics, curves, per_pair
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
@@ -299,16 +317,33 @@ def _json_safe(value):
     return value
 
 
-def write_outputs(out: Path, results: dict, curves: dict, settings: dict) -> None:
+def write_outputs(out: Path, results: dict, curves: dict, settings: dict, per_pair: dict | None = None,
+                  comparison: dict | None = None) -> None:
+    """``table.md`` (and the comparison table if any), ``table.csv``, ``results.json`` (settings, metrics,
+    comparison, curves), ``per_pair.csv`` (``index,label,method,metric,value``: each pair's value, for the
+    pairs of the group the metric averages) and the PNG curves."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(settings["summary"] + "\n\n" + markdown_table(results) + "\n")
+    tables = [settings["summary"], markdown_table(results)]
+    if comparison:
+        tables.append(comparison_table(comparison, settings["baseline"]))
+    (out / "table.md").write_text("\n\n".join(tables) + "\n")
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.writer(f)
         keys = list(next(iter(results.values())))
         writer.writerow(["method", *keys])
         writer.writerows([m, *(r[k] for k in keys)] for m, r in results.items())
+    if per_pair:
+        indices, labels = settings["pair_indices"], settings["pair_labels"]
+        with open(out / "per_pair.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "label", "method", "metric", "value"])
+            for method, metrics in per_pair.items():
+                for metric, (values, group) in metrics.items():
+                    writer.writerows([indices[i], int(labels[i]), method, metric, f"{float(values[i]):.6g}"]
+                                     for i in group.nonzero().flatten().tolist())
+    comparison = {m: {k: d._asdict() for k, d in row.items()} for m, row in (comparison or {}).items()}
     (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
-                                                             "curves": curves}), indent=1))
+                                                             "comparison": comparison, "curves": curves}), indent=1))
     for file, key, title, xlabel, ylabel in PLOTS:
         fractions = "dpr/fractions" if key.startswith("dpr/") else "fractions"
         lines = {m: (c[fractions], c[key]) for m, c in curves.items() if key in c}
@@ -349,13 +384,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: argparse.Namespace,
-                 device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict]:
+                 device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, dict], dict[str, dict], dict]:
     """Every protocol for every method on ``args.pairs`` genuine + impostor pairs of ``pair_set``.
 
     ``model``: an eval-mode embedding model on ``device``. ``args`` carries this command's options (``pairs``,
     ``seed``, ``threshold``, ``steps``, ``fill``, ``sides``, ``n_masks``, ``batch_size``, ``pair_batch``,
-    ``model``). Returns ``(metrics {method: {metric: value}}, curves {method: {name: list}}, info)`` with
-    ``info`` = threshold, its source, clean EER and accuracy, the pair indices and a one-line summary.
+    ``model``). Returns ``(metrics {method: {metric: value}}, curves {method: {name: list}}, per_pair {method:
+    {metric: (values, group)}}, info)``; per-pair rows follow the sorted pair indices; ``info`` = threshold,
+    its source, clean EER and accuracy, the sorted pair indices and their labels, and a one-line summary.
     Progress goes to stderr.
     """
     chosen = select_pairs(pair_set.labels, args.pairs, args.seed)
@@ -375,27 +411,76 @@ def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: 
                f"steps {args.steps}, fill {args.fill}{''.join(f' (and {f})' for f in args.extra_fills)}, "
                f"sides {args.sides}")
     log(summary)
-    results, curves = {}, {}
+    results, curves, per_pair = {}, {}, {}
     embed = fast_embedding(model)
     for name in methods:
         start = time.perf_counter()
         with build_explainer(name, model, threshold, args, device) as explainer:
-            results[name], curves[name] = evaluate(name, explainer, embed, loader, threshold, args, device)
+            results[name], curves[name], per_pair[name] = evaluate(name, explainer, embed, loader, threshold, args,
+                                                                   device)
         log(f"{name}: done in {time.perf_counter() - start:.1f} s")
     info = {"threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
-            "pair_indices": chosen.tolist(), "summary": summary}
-    return results, curves, info
+            "pair_indices": chosen.tolist(), "pair_labels": pair_set.labels[chosen].astype(bool).tolist(),
+            "summary": summary}
+    return results, curves, per_pair, info
+
+
+def column(metric: str) -> tuple[str, str]:
+    """(table column, ``"↓"`` / ``"↑"`` / ``""``) of a metric name of ``COLUMNS``, also with an extra fill's
+    ``_<fill>`` suffix: ``deletion_genuine_blur`` -> ``("del gen blur", "↓")``."""
+    for name, key, arrow in COLUMNS:
+        for suffix in ("", *FILLS):
+            if metric == f"{key}_{suffix}".rstrip("_"):
+                return f"{name} {suffix}".strip(), arrow
+    return metric, ""
+
+
+def compare_with_baseline(per_pair: dict[str, dict[str, tuple[Tensor, Tensor]]], baseline: str, resamples: int,
+                          seed: int) -> dict[str, dict[str, Difference]]:
+    """``{method: {metric: Difference}}``: each method minus ``baseline`` on the same pairs, with its 95 %
+    paired-bootstrap interval (``metrics.bootstrap``); every metric both methods have."""
+    reference = per_pair[baseline]
+    return {method: {metric: paired_difference(values, reference[metric][0], group, resamples, seed)
+                     for metric, (values, group) in metrics.items() if metric in reference}
+            for method, metrics in per_pair.items() if method != baseline}
+
+
+def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str) -> str:
+    """Markdown: per method and metric, ``method - baseline`` and its interval; ✓ when the interval lies on the
+    better side of 0, ✗ on the worse side (neither: no significant difference at the 95 % level)."""
+    metrics = list(dict.fromkeys(m for row in comparison.values() for m in row))
+    head = "| method | " + " | ".join(" ".join(column(m)).strip() for m in metrics) + " |"
+    rows = []
+    for method, row in comparison.items():
+        cells = []
+        for metric in metrics:
+            d = row.get(metric)
+            if d is None or math.isnan(d.mean):
+                cells.append("n/a")
+                continue
+            better = -1 if column(metric)[1] == "↓" else 1
+            low, high = sorted((better * d.low, better * d.high))
+            mark = "✓" if low > 0 else "✗" if high < 0 else ""
+            cells.append(f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] {mark}".strip())
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join([f"Difference from {baseline} (method - {baseline}, mean over pairs, 95 % paired-bootstrap "
+                      f"interval; ✓ better, ✗ worse than {baseline} beyond the interval):", "", head,
+                      "|---" * (len(metrics) + 1) + "|", *rows])
 
 
 def _run(args: argparse.Namespace, methods: list[str]) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = load_model(args.model).to(device).eval()
-    results, curves, info = faithfulness(model, load_pair_set(args.data), methods, args, device)
+    results, curves, per_pair, info = faithfulness(model, load_pair_set(args.data), methods, args, device)
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}, **info}
+    comparison = (compare_with_baseline(per_pair, args.baseline, args.bootstrap, args.seed)
+                  if args.bootstrap > 0 and args.baseline in per_pair and len(per_pair) > 1 else {})
     if args.out is not None:
-        write_outputs(args.out, results, curves, settings)
-        log(f"wrote {args.out}/table.md, table.csv, results.json and {len(PLOTS)} plots")
+        write_outputs(args.out, results, curves, settings, per_pair, comparison)
+        log(f"wrote {args.out}/table.md, table.csv, per_pair.csv, results.json and {len(PLOTS)} plots")
     print(info["summary"] + "\n\n" + markdown_table(results))
+    if comparison:
+        print("\n" + comparison_table(comparison, args.baseline))
     if args.json:
         print(json.dumps(_json_safe(results)))
     return 0

@@ -144,7 +144,7 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
     usable = [m for m in methods if m != "xcos" or xcos]
     options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "protocols": list(PROTOCOLS),
                                      "extra_fills": []})
-    results, _, info = faithfulness(model, faith_set, usable, options, device)
+    results, _, _, info = faithfulness(model, faith_set, usable, options, device)
     row["faithfulness/threshold"] = info["threshold"]
     for method in methods:
         for _, key, _ in COLUMNS:

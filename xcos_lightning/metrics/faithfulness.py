@@ -188,6 +188,22 @@ class DeletionInsertionMetric(Metric):
         _, first = _first_occurrence(indices)
         return deletion[first], insertion[first], labels[first]
 
+    def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each AUC of ``compute`` as a mean of per-pair values: ``{name: (values, group)}``.
+
+        ``values`` float64 ``(N,)`` is one pair's AUC in % (its correct-decision curve, averaged over the
+        perturbed sides), ``group`` bool ``(N,)`` the pairs the metric averages; rows follow the sorted unique
+        indices, so two metrics over the same pairs line up row by row (paired comparisons).
+        """
+        deletion, insertion, labels = self._unique()
+        fractions = fraction_grid(self.steps)
+        out = {}
+        for step, scores in (("deletion", deletion), ("insertion", insertion)):
+            correct = (accepts(scores, self.threshold) == labels.bool()[:, None, None]).double().mean(dim=1).cpu()
+            values = 100 * torch.trapezoid(correct, fractions, dim=1)
+            out[f"genuine/{step}_auc"], out[f"impostor/{step}_auc"] = (values, labels.cpu()), (values, ~labels.cpu())
+        return out
+
     def curves(self) -> dict[str, Tensor]:
         """``fractions`` and accuracy ``{genuine,impostor}/{deletion,insertion}``, float64 ``(steps + 1,)``."""
         deletion, insertion, labels = self._unique()

@@ -110,11 +110,21 @@ class FlipFractionMetric(Metric):
         self.match.append(flips.match.detach().bool().flatten())
         self.indices.append(indices.detach().long().flatten())
 
-    def compute(self) -> dict[str, float]:
+    def _unique(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         deletion, insertion, flipped, match, indices = (_cat(x) for x in (self.deletion, self.insertion, self.flipped,
                                                                            self.match, self.indices))
         _, first = _first_occurrence(indices)
-        deletion, insertion, flipped, match = deletion[first], insertion[first], flipped[first], match[first]
+        return deletion[first].cpu(), insertion[first].cpu(), flipped[first].cpu(), match[first].cpu()
+
+    def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``<group>/deletion`` and ``<group>/insertion`` of ``compute`` as ``{name: (values, group)}``: each
+        pair's fraction, float64 ``(N,)``, and the bool ``(N,)`` pairs of the group, rows in sorted index order."""
+        deletion, insertion, _, match = self._unique()
+        return {f"{group}/{kind}": (values, mask) for group, mask in (("match", match), ("nonmatch", ~match))
+                for kind, values in (("deletion", deletion), ("insertion", insertion))}
+
+    def compute(self) -> dict[str, float]:
+        deletion, insertion, flipped, match = self._unique()
         out = {}
         for group, mask in (("all", torch.ones_like(match)), ("match", match), ("nonmatch", ~match)):
             d, i = deletion[mask].mean(), insertion[mask].mean()

@@ -182,11 +182,25 @@ class DPRMetric(Metric):
         self.labels.append(labels.detach().bool().flatten())
         self.indices.append(indices.detach().long().flatten())
 
-    def curves(self) -> dict[str, Tensor]:
-        """``fractions``, ``fmr`` and ``fnmr``, float64 ``(steps + 1,)``."""
+    def _unique(self) -> tuple[Tensor, Tensor]:
         scores, labels, indices = (_cat(x) for x in (self.scores, self.labels, self.indices))
         _, first = _first_occurrence(indices)
-        fmr, fnmr = error_curves(scores[first], labels[first], self.threshold)
+        return scores[first].cpu(), labels[first].bool().cpu()
+
+    def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``fmr_auc`` / ``fnmr_auc`` as ``{name: (values, group)}``: each impostor's AUC % of its accepted
+        curve (FMR) and each genuine pair's of its rejected curve (FNMR), float64 ``(N,)``, with the bool group,
+        rows in sorted index order."""
+        scores, labels = self._unique()
+        accepted = accepts(scores, self.threshold).double()
+        fractions = fraction_grid(self.steps)
+        return {"fmr_auc": (100 * torch.trapezoid(accepted, fractions, dim=1), ~labels),
+                "fnmr_auc": (100 * torch.trapezoid(1 - accepted, fractions, dim=1), labels)}
+
+    def curves(self) -> dict[str, Tensor]:
+        """``fractions``, ``fmr`` and ``fnmr``, float64 ``(steps + 1,)``."""
+        scores, labels = self._unique()
+        fmr, fnmr = error_curves(scores, labels, self.threshold)
         return {"fractions": fraction_grid(self.steps), "fmr": fmr, "fnmr": fnmr}
 
     def compute(self) -> dict[str, float]:
