@@ -60,3 +60,16 @@ def test_sides_a_explains_image_a_alone(name, model, make_explainer, make_pairs)
     assert not got.sim_b.any() and not got.dis_b.any() and not got.raw_b.any()
     with pytest.raises(ValueError, match="sides"):
         make_explainer(name, model, sides="b")
+
+
+def test_random_map_at_a_coarser_resolution_is_smooth(model, make_explainer, make_pairs):
+    img_a, img_b = make_pairs(2)
+    pixel = make_explainer("random", model)(img_a, img_b).raw_a
+    smooth = make_explainer("random", model, cells=4)(img_a, img_b).raw_a
+    assert smooth.shape == pixel.shape == (2, 112, 112) and smooth.abs().max() <= 1
+    step = lambda m: (m[:, 1:] - m[:, :-1]).abs().mean()  # noqa: E731 (mean jump between neighbouring rows)
+    assert step(smooth) < step(pixel) / 10
+    again = make_explainer("random", model, cells=4)(img_a, img_b).raw_a
+    assert torch.equal(smooth, again)  # seeded
+    with pytest.raises(ValueError, match="cells"):
+        make_explainer("random", model, cells=-1)

@@ -197,7 +197,7 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     benchmark.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random,random:seed=7",
                               "--pairs", "3", "--steps", "4", "--out", str(tmp_path / "out"), "--json",
-                              "--device", "cpu", "--threshold", "0.5"])
+                              "--device", "cpu", "--threshold", "0.5", "--baseline", "random,random:seed=7,absent"])
     assert args.func(args) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
@@ -211,8 +211,10 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert "[benchmark]" in captured.err
     # Paired comparison with the default baseline, from the per-pair values that also average to the table.
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    diff = saved["comparison"]["random:seed=7"]["deletion_genuine"]
+    diff = saved["comparison"]["random"]["random:seed=7"]["deletion_genuine"]
     assert diff["low"] <= diff["mean"] <= diff["high"] and diff["pairs"] == 3
+    back = saved["comparison"]["random:seed=7"]["random"]["deletion_genuine"]  # one table per baseline present
+    assert back["mean"] == pytest.approx(-diff["mean"]) and set(saved["comparison"]) == {"random", "random:seed=7"}
     assert "Difference from random" in (tmp_path / "out" / "table.md").read_text()
     assert "Difference from random" in captured.out
     rows = list(csv.DictReader(open(tmp_path / "out" / "per_pair.csv")))

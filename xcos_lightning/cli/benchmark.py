@@ -18,8 +18,8 @@
   fractions (grid of ``--steps``, refined to the pixel), split by clean decision; DPR FMR/FNMR AUC % on the
   patched versions of the same pairs (27 patches of 16 px, ``--seed``; donor identities from the image
   folders when the set has them); seconds per pair = explainer wall time on the clean pairs.
-- Paired comparison: with ``--baseline`` (default ``random``) among the methods, each method minus the
-  baseline, metric by metric, as the mean per-pair difference with a 95 % paired-bootstrap interval
+- Paired comparison: for each ``--baseline`` method (default ``random``) among the methods, each method minus
+  the baseline, metric by metric, as the mean per-pair difference with a 95 % paired-bootstrap interval
   (``--bootstrap`` resamples; ``xcos_lightning.metrics.bootstrap``).
 - ``--out``: ``table.md`` (and the comparison), ``table.csv``, ``per_pair.csv``, ``results.json`` (settings,
   metrics, comparison, curves) and PNG curves.
@@ -107,8 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--json", action="store_true", help="print {method: {metric: value}} as the last line")
     parser.add_argument("--baseline", default="random",
-                        help="method every other is compared with, pair by pair, when it is among --methods "
-                             "(default random)")
+                        help="comma-separated methods every other is compared with, pair by pair, those among "
+                             "--methods (default random)")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples for the 95%% intervals of those differences (default 1000; 0: none)")
     return parser
@@ -319,13 +319,12 @@ def _json_safe(value):
 
 def write_outputs(out: Path, results: dict, curves: dict, settings: dict, per_pair: dict | None = None,
                   comparison: dict | None = None) -> None:
-    """``table.md`` (and the comparison table if any), ``table.csv``, ``results.json`` (settings, metrics,
-    comparison, curves), ``per_pair.csv`` (``index,label,method,metric,value``: each pair's value, for the
+    """``table.md`` (and one comparison table per baseline), ``table.csv``, ``results.json`` (settings, metrics,
+    comparison ``{baseline: {method: {metric: Difference fields}}}``, curves), ``per_pair.csv`` (``index,label,method,metric,value``: each pair's value, for the
     pairs of the group the metric averages) and the PNG curves."""
     out.mkdir(parents=True, exist_ok=True)
     tables = [settings["summary"], markdown_table(results)]
-    if comparison:
-        tables.append(comparison_table(comparison, settings["baseline"]))
+    tables += [comparison_table(rows, baseline) for baseline, rows in (comparison or {}).items()]
     (out / "table.md").write_text("\n\n".join(tables) + "\n")
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -341,7 +340,8 @@ def write_outputs(out: Path, results: dict, curves: dict, settings: dict, per_pa
                 for metric, (values, group) in metrics.items():
                     writer.writerows([indices[i], int(labels[i]), method, metric, f"{float(values[i]):.6g}"]
                                      for i in group.nonzero().flatten().tolist())
-    comparison = {m: {k: d._asdict() for k, d in row.items()} for m, row in (comparison or {}).items()}
+    comparison = {b: {m: {k: d._asdict() for k, d in row.items()} for m, row in rows.items()}
+                  for b, rows in (comparison or {}).items()}
     (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
                                                              "comparison": comparison, "curves": curves}), indent=1))
     for file, key, title, xlabel, ylabel in PLOTS:
@@ -473,14 +473,15 @@ def _run(args: argparse.Namespace, methods: list[str]) -> int:
     model = load_model(args.model).to(device).eval()
     results, curves, per_pair, info = faithfulness(model, load_pair_set(args.data), methods, args, device)
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}, **info}
-    comparison = (compare_with_baseline(per_pair, args.baseline, args.bootstrap, args.seed)
-                  if args.bootstrap > 0 and args.baseline in per_pair and len(per_pair) > 1 else {})
+    baselines = [b.strip() for b in args.baseline.split(",") if b.strip() in per_pair] if args.bootstrap > 0 else []
+    comparison = {b: compare_with_baseline(per_pair, b, args.bootstrap, args.seed) for b in baselines
+                  if len(per_pair) > 1}
     if args.out is not None:
         write_outputs(args.out, results, curves, settings, per_pair, comparison)
         log(f"wrote {args.out}/table.md, table.csv, per_pair.csv, results.json and {len(PLOTS)} plots")
     print(info["summary"] + "\n\n" + markdown_table(results))
-    if comparison:
-        print("\n" + comparison_table(comparison, args.baseline))
+    for baseline, rows in comparison.items():
+        print("\n" + comparison_table(rows, baseline))
     if args.json:
         print(json.dumps(_json_safe(results)))
     return 0
