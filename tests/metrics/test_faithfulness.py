@@ -261,3 +261,43 @@ def test_benchmark_threshold_is_centred_in_the_score_gap():
     eer, threshold = benchmark.centred_eer_threshold(scores, labels)
     assert eer == 0.0
     assert threshold == pytest.approx((0.3112 + 0.2759) / 2, abs=1e-6)
+
+
+def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
+    # Four identities in LFW-style folders, two near-identical images each; genuine pairs (own two images),
+    # impostor pairs (image 0 of one identity, image 1 of the next).
+    paths = {}
+    for i in range(4):
+        for k, resample in enumerate((Image.BILINEAR, Image.BICUBIC)):
+            path = tmp_path / "faces" / f"id{i}" / f"id{i}_{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_png(i, resample))
+            paths[i, k] = path
+    sources = [p for i in range(4) for p in (paths[i, 0], paths[i, 1])]
+    sources += [p for i in range(4) for p in (paths[i, 0], paths[(i + 1) % 4, 1])]
+    folder_set = PairSet(sources, [True] * 4 + [False] * 4, "folders", size=48).check()
+    monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: folder_set)
+    parser = argparse.ArgumentParser()
+    benchmark.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "folders", "--methods", "random,gradcam",
+                              "--pairs", "4", "--steps", "4", "--protocols", "identification", "--top-k", "2",
+                              "--device", "cpu", "--json", "--out", str(tmp_path / "out")])
+    assert benchmark.run(args) == 0
+    out = capsys.readouterr()
+    row = json.loads(out.out.strip().splitlines()[-1])
+    for method in ("random", "gradcam"):
+        assert 0 <= row[method]["identification_deletion"] <= 100 and 0 <= row[method]["identification_insertion"] <= 100
+        assert row[method]["identification_rank1"] is not None and row[method]["deletion_genuine"] is None
+        assert row[method]["seconds_per_pair"] > 0
+    assert "4 probes" in out.err and "gallery of 4" in out.err  # the image 1s; image 0s are probes
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_pair.csv")))
+    values = [float(r["value"]) for r in rows if r["method"] == "gradcam" and r["metric"] == "identification_deletion"]
+    assert len(values) == 4 and np.mean(values) == pytest.approx(row["gradcam"]["identification_deletion"])
+    assert (tmp_path / "out" / "identification_deletion.png").exists()
+    # Identities come from folders: a set of encoded bytes cannot run the protocol.
+    bytes_set = PairSet([p.read_bytes() for p in sources], folder_set.labels, "bytes", size=48)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: bytes_set)
+    assert benchmark.run(parser.parse_args(["benchmark", "--model", "tiny", "--data", "b", "--methods", "random",
+                                            "--pairs", "4", "--protocols", "identification", "--device", "cpu"])) == 1
+    assert "identity" in capsys.readouterr().err

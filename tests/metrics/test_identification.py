@@ -1,6 +1,7 @@
 """Identification Deletion / Insertion (rank-1 accuracy) on hand-built galleries."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -8,7 +9,7 @@ from torch import Tensor
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.explain.base import Explainer, SideMaps
 from xcos_lightning.metrics import IdentificationMetric, combine_maps, identification_correct, probe_maps, top_k_gallery
-from xcos_lightning.metrics.identification import rank1_correct
+from xcos_lightning.metrics.identification import gallery_from_pairs, rank1_correct
 
 
 def pixel00_embed(x: Tensor) -> Tensor:
@@ -100,3 +101,21 @@ def test_perfect_map_beats_random_beats_adversarial():
         assert aucs[name]["probes"] == 6 and aucs[name]["rank1"] == 1.0
     assert aucs["perfect"]["deletion_auc"] < aucs["random"]["deletion_auc"] < aucs["adversarial"]["deletion_auc"]
     assert aucs["perfect"]["insertion_auc"] > aucs["random"]["insertion_auc"] > aucs["adversarial"]["insertion_auc"]
+
+
+def test_gallery_from_pairs_keeps_probes_out_of_the_gallery():
+    # Pairs: 0 genuine (x1, x2), 1 genuine (x2, x3), 2 genuine (y1, y2), 3 impostor (x1, z1),
+    # 4 genuine (v1, v2), 5 genuine (v2, v1).
+    names = ["x1", "x2", "x2", "x3", "y1", "y2", "x1", "z1", "v1", "v2", "v2", "v1"]
+    identities = np.array([n[0] for n in names])
+    labels = np.array([True, True, True, False, True, True])
+    split = gallery_from_pairs(names, labels, identities, np.array([0, 1, 2, 3]))
+    assert [names[j] for j in split.probes] == ["x1", "x2", "y1"]  # image A of the chosen genuine pairs
+    assert [names[j] for j in split.gallery] == ["x3", "y2", "z1"]  # no probe image, each image once
+    codes = dict(zip(identities[split.gallery], split.gallery_ids))
+    assert [codes[i] for i in identities[split.probes]] == split.probe_ids.tolist()
+    # v1 and v2 are both probes, so no image of v is left in the gallery: they are dropped (closed set).
+    closed = gallery_from_pairs(names, labels, identities, np.array([2, 4, 5]))
+    assert [names[j] for j in closed.probes] == ["y1"] and [names[j] for j in closed.gallery] == ["y2"]
+    with pytest.raises(ValueError, match="gallery"):
+        gallery_from_pairs(names, labels, identities, np.array([3, 4, 5]))

@@ -18,6 +18,9 @@
   fractions (grid of ``--steps``, refined to the pixel), split by clean decision; DPR FMR/FNMR AUC % on the
   patched versions of the same pairs (27 patches of 16 px, ``--seed``; donor identities from the image
   folders when the set has them); seconds per pair = explainer wall time on the clean pairs.
+- ``--protocols identification`` (opt-in; needs identity folders): image A of each chosen genuine pair is a
+  probe, the other images of the chosen pairs the gallery; each probe is explained against its ``--top-k``
+  gallery candidates (similarity maps averaged), and Deletion/Insertion AUC % is measured on rank-1 accuracy.
 - Paired comparison: for each ``--baseline`` method (default ``random``) among the methods, each method minus
   the baseline, metric by metric, as the mean per-pair difference with a 95 % paired-bootstrap interval
   (``--bootstrap`` resamples; ``xcos_lightning.metrics.bootstrap``).
@@ -35,13 +38,14 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosError
@@ -51,20 +55,27 @@ from xcos_lightning.explain.registry import create_explainer, list_explainers
 from xcos_lightning.metrics.bootstrap import Difference, paired_difference
 from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
+from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
+                                                   identification_correct, probe_maps, top_k_gallery)
 from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
 from xcos_lightning.metrics.plots import line_plot
 from xcos_lightning.metrics.verification import equal_error_rate
 from xcos_lightning.models.spec import load_model
 
 # (column, JSON metric name, direction) of the results table.
+IDENTIFICATION_COLUMNS = (("id del", "identification_deletion", "↓"), ("id ins", "identification_insertion", "↑"))
 COLUMNS = (
     ("del gen", "deletion_genuine", "↓"), ("ins gen", "insertion_genuine", "↑"),
     ("del imp", "deletion_impostor", "↓"), ("ins imp", "insertion_impostor", "↑"),
     ("flip del match", "flip_deletion_match", "↓"), ("flip ins match", "flip_insertion_match", "↓"),
     ("flip del nonmatch", "flip_deletion_nonmatch", "↓"), ("flip ins nonmatch", "flip_insertion_nonmatch", "↓"),
-    ("DPR FMR", "dpr_fmr_auc", "↓"), ("DPR FNMR", "dpr_fnmr_auc", "↓"), ("s/pair", "seconds_per_pair", ""),
+    ("DPR FMR", "dpr_fmr_auc", "↓"), ("DPR FNMR", "dpr_fnmr_auc", "↓"), *IDENTIFICATION_COLUMNS,
+    ("s/pair", "seconds_per_pair", ""),
 )
-PROTOCOLS = ("deletion", "flips", "dpr")  # Deletion/Insertion AUCs, S-RISE flip fractions, DPR on patched pairs
+# Deletion/Insertion AUCs, S-RISE flip fractions, DPR on patched pairs; identification (rank-1 Deletion/Insertion
+# of probes against a gallery) needs identity folders, so it runs only when asked for.
+DEFAULT_PROTOCOLS = ("deletion", "flips", "dpr")
+PROTOCOLS = DEFAULT_PROTOCOLS + ("identification",)
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 SEEDED_METHODS = MASK_METHODS + ("random",)  # take --seed
 PLOTS = (  # file, curve key, title, x label, y label
@@ -78,6 +89,10 @@ PLOTS = (  # file, curve key, title, x label, y label
      "accuracy"),
     ("dpr_fmr", "dpr/fmr", "DPR on patched pairs: FMR", "fraction of pixels restored", "FMR"),
     ("dpr_fnmr", "dpr/fnmr", "DPR on patched pairs: FNMR", "fraction of pixels restored", "FNMR"),
+    ("identification_deletion", "identification/deletion", "Identification deletion (probe vs top-K gallery)",
+     "fraction deleted", "rank-1 accuracy"),
+    ("identification_insertion", "identification/insertion", "Identification insertion (probe vs top-K gallery)",
+     "fraction inserted", "rank-1 accuracy"),
 )
 
 
@@ -87,8 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. random,corrrise")
     parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md/.csv, results.json and plots")
-    parser.add_argument("--protocols", default=",".join(PROTOCOLS),
-                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default all); the others are NaN")
+    parser.add_argument("--protocols", default=",".join(DEFAULT_PROTOCOLS),
+                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default {','.join(DEFAULT_PROTOCOLS)}); "
+                             "the others are NaN")
+    parser.add_argument("--top-k", type=int, default=3,
+                        help="identification: gallery candidates each probe is explained against (default 3)")
     parser.add_argument("--steps", type=int, default=20, help="fraction steps n, p = k/n (default 20 = 5%%)")
     parser.add_argument("--fill", choices=FILLS, default="zero", help="deletion/insertion canvas (default zero)")
     parser.add_argument("--extra-fills", default="",
@@ -231,18 +249,58 @@ def centred_eer_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]
     return eer, threshold
 
 
+class IdentificationData(NamedTuple):
+    """Probes ``(P, 3, H, W)`` with identities ``(P,)`` and image indices ``(P,)``, gallery images ``(G, 3, H, W)``,
+    their embeddings ``(G, D)`` and identities ``(G,)``, and each probe's top-K gallery rows ``(P, K)``."""
+
+    probes: Tensor
+    probe_ids: Tensor
+    probe_index: Tensor
+    gallery: Tensor
+    gallery_emb: Tensor
+    gallery_ids: Tensor
+    top: Tensor
+
+
+def identification_data(pair_set: PairSet, pairs: np.ndarray, embed: Callable[[Tensor], Tensor], top_k: int,
+                        device: torch.device) -> IdentificationData:
+    """The probe / gallery split of ``pairs`` (``metrics.identification.gallery_from_pairs``), loaded and embedded."""
+    identities = identities_from_folders(pair_set)
+    if identities is None:
+        raise VerificationSetError(f"{pair_set.name}: the identification protocol needs each image's identity; "
+                                   "use an LFW-style folder set (lfw:<folder> or pairs:<root>:<file>), not a .bin")
+    try:
+        split = gallery_from_pairs(pair_set.sources, pair_set.labels, identities, pairs)
+    except ValueError as err:
+        raise VerificationSetError(f"{pair_set.name}: {err}") from err
+
+    def load(rows: np.ndarray) -> Tensor:
+        return torch.stack([to_tensor(pair_set.load_image(int(j))) for j in rows]).to(device)
+
+    probes, gallery = load(split.probes), load(split.gallery)
+    with torch.no_grad():
+        gallery_emb, probe_emb = embed(gallery).float(), embed(probes).float()
+    if not 1 <= top_k <= len(gallery):
+        raise VerificationSetError(f"--top-k {top_k}: the gallery of {pair_set.name} has {len(gallery)} images")
+    return IdentificationData(probes, torch.as_tensor(split.probe_ids), torch.as_tensor(split.probes), gallery,
+                              gallery_emb, torch.as_tensor(split.gallery_ids), top_k_gallery(probe_emb, gallery_emb,
+                                                                                            top_k))
+
+
 def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor], loader: DataLoader,
-             threshold: float, args: argparse.Namespace,
-             device: torch.device) -> tuple[dict[str, float], dict[str, list[float]], dict[str, tuple[Tensor, Tensor]]]:
-    """Run the three protocols for one explainer, scoring perturbed images with ``embed``; returns
-    (metrics, curves, per-pair ``{metric: (values, group)}`` as the metrics' ``per_pair``)."""
+             threshold: float, args: argparse.Namespace, device: torch.device,
+             ident: IdentificationData | None = None,
+             ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, tuple[Tensor, Tensor]]]:
+    """Run the protocols for one explainer, scoring perturbed images with ``embed`` (identification on
+    ``ident``); returns (metrics, curves, per-pair ``{metric: (values, group)}`` as the metrics' ``per_pair``)."""
     batch_size = explainer.batch_size_for(device)  # --batch-size, else the device default
     protocols = set(args.protocols)
     fills = [args.fill, *args.extra_fills]
     faith = {fill: DeletionInsertionMetric(threshold, args.steps) for fill in fills}
     flips, dpr = FlipFractionMetric(), DPRMetric(threshold, args.steps)
     seconds, pairs, start = 0.0, 0, time.perf_counter()
-    for n, batch in enumerate(loader, 1):
+    # Identification alone needs no pass over the pairs; its own explanations then give the seconds per pair.
+    for n, batch in enumerate(loader if protocols & set(DEFAULT_PROTOCOLS) else (), 1):
         clean_a, patched_a, img_b = (batch[k].to(device) for k in ("img_a_clean", "img_a", "img_b"))
         labels, index = batch["label"], batch["index"]
         expl = explainer(clean_a, img_b)
@@ -260,9 +318,22 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
             dpr.update(dpr_scores(embed, patched_a, clean_a, img_b, patched.sim_a, patched.dis_a, threshold,
                                   args.steps, batch_size).cpu(), labels, index)
         log(f"{name}: batch {n}/{len(loader)}, {pairs} pairs, {time.perf_counter() - start:.1f} s")
+    identification = {fill: IdentificationMetric(args.steps) for fill in fills}
+    if "identification" in protocols:
+        began = time.perf_counter()
+        maps = combine_maps(probe_maps(explainer, ident.probes, ident.gallery, ident.top, args.pair_batch))
+        if not pairs:
+            seconds, pairs = time.perf_counter() - began, ident.top.numel()
+        for fill in fills:
+            d, i = identification_correct(embed, ident.probes, ident.probe_ids, maps, ident.gallery_emb,
+                                          ident.gallery_ids, args.steps, fill, batch_size)
+            identification[fill].update(d.cpu(), i.cpu(), ident.probe_index)
+        log(f"{name}: identification, {len(ident.probes)} probes x top-{ident.top.shape[1]}, "
+            f"{time.perf_counter() - start:.1f} s")
     nan = float("nan")
     metrics = {key: nan for _, key, _ in COLUMNS} | {k: nan for k in ("flip_unflipped_match", "flip_unflipped_nonmatch",
-                                                                   "dpr_fmr_patched", "dpr_fnmr_patched")}
+                                                                   "dpr_fmr_patched", "dpr_fnmr_patched",
+                                                                   "identification_rank1")}
     metrics["seconds_per_pair"] = seconds / max(pairs, 1)
     curves: dict[str, list[float]] = {}
     per_pair: dict[str, tuple[Tensor, Tensor]] = {}
@@ -288,6 +359,15 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
                         "dpr_fmr_patched": d["fmr_patched"], "dpr_fnmr_patched": d["fnmr_patched"]})
         curves.update({f"dpr/{k}": v.tolist() for k, v in dpr.curves().items()})
         per_pair.update({f"dpr_{k}": v for k, v in dpr.per_pair().items()})
+    for fill in fills if "identification" in protocols else ():
+        f, p, suffix = identification[fill].compute(), identification[fill].per_pair(), \
+            "" if fill == args.fill else f"_{fill}"
+        for kind in ("deletion", "insertion"):
+            metrics[f"identification_{kind}{suffix}"] = f[f"{kind}_auc"]
+            per_pair[f"identification_{kind}{suffix}"] = p[f"{kind}_auc"]
+        metrics["identification_rank1"] = f["rank1"]
+        prefix = "" if fill == args.fill else f"{fill}/"
+        curves.update({f"{prefix}identification/{k}": v.tolist() for k, v in identification[fill].curves().items()})
     return metrics, curves, per_pair
 
 
@@ -345,7 +425,8 @@ def write_outputs(out: Path, results: dict, curves: dict, settings: dict, per_pa
     (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
                                                              "comparison": comparison, "curves": curves}), indent=1))
     for file, key, title, xlabel, ylabel in PLOTS:
-        fractions = "dpr/fractions" if key.startswith("dpr/") else "fractions"
+        head = key.split("/")[0]
+        fractions = f"{head}/fractions" if head in ("dpr", "identification") else "fractions"
         lines = {m: (c[fractions], c[key]) for m, c in curves.items() if key in c}
         if not lines:  # protocol not run
             continue
@@ -413,11 +494,16 @@ def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: 
     log(summary)
     results, curves, per_pair = {}, {}, {}
     embed = fast_embedding(model)
+    ident = None
+    if "identification" in args.protocols:
+        ident = identification_data(pair_set, chosen, embed, args.top_k, device)
+        log(f"identification: {len(ident.probes)} probes (image A of the genuine pairs), gallery of "
+            f"{len(ident.gallery)} other images of the pairs, top-{args.top_k}")
     for name in methods:
         start = time.perf_counter()
         with build_explainer(name, model, threshold, args, device) as explainer:
             results[name], curves[name], per_pair[name] = evaluate(name, explainer, embed, loader, threshold, args,
-                                                                   device)
+                                                                   device, ident)
         log(f"{name}: done in {time.perf_counter() - start:.1f} s")
     info = {"threshold": threshold, "threshold_source": source, "clean_eer": eer, "clean_accuracy": accuracy,
             "pair_indices": chosen.tolist(), "pair_labels": pair_set.labels[chosen].astype(bool).tolist(),
@@ -460,7 +546,7 @@ def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str
                 continue
             better = -1 if column(metric)[1] == "↓" else 1
             low, high = sorted((better * d.low, better * d.high))
-            mark = "✓" if low > 0 else "✗" if high < 0 else ""
+            mark = "✓" if low > 1e-9 else "✗" if high < -1e-9 else ""  # float noise around 0 is no difference
             cells.append(f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] {mark}".strip())
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join([f"Difference from {baseline} (method - {baseline}, mean over pairs, 95 % paired-bootstrap "

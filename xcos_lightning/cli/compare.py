@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xcos_lightning.cli.benchmark import COLUMNS, MASK_METHODS, PROTOCOLS, _json_safe, faithfulness, select_pairs
+from xcos_lightning.cli.benchmark import (COLUMNS, DEFAULT_PROTOCOLS, IDENTIFICATION_COLUMNS, MASK_METHODS, _json_safe,
+                                          faithfulness, select_pairs)
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
@@ -142,12 +143,12 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
             m = measured.get(kind, {"acc": math.nan, "acc_std": math.nan})
             row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]
     usable = [m for m in methods if m != "xcos" or xcos]
-    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "protocols": list(PROTOCOLS),
+    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "protocols": list(DEFAULT_PROTOCOLS),
                                      "extra_fills": []})
     results, _, _, info = faithfulness(model, faith_set, usable, options, device)
     row["faithfulness/threshold"] = info["threshold"]
     for method in methods:
-        for _, key, _ in COLUMNS:
+        for _, key, _ in (c for c in COLUMNS if c not in IDENTIFICATION_COLUMNS):
             row[f"explain/{method}/{key}"] = results.get(method, {}).get(key, math.nan)
     return row
 

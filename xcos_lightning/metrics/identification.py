@@ -11,9 +11,15 @@ while each probe's most salient pixels are deleted, or inserted into a plain can
   gallery index) has the probe's identity.
 - ``AUC = 100 * trapezoid(rank-1 accuracy over p_k)`` in ``[0, 100]``; deletion lower = better,
   insertion higher = better.
+- ``gallery_from_pairs`` builds a closed-set probe / gallery split from the pairs of a verification set
+  whose images carry identities (LFW-style folders): image A of each genuine pair is a probe, every other
+  image of the pairs (B of the genuine pairs, both images of the impostor pairs) is in the gallery.
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,6 +31,45 @@ from xcos_lightning.metrics.faithfulness import (EmbedFn, area_under_curve, fill
 from xcos_lightning.metrics.verification import _cat, _first_occurrence
 
 COMBINE = ("mean", "max", "top1")
+
+
+class GallerySplit(NamedTuple):
+    """Image indices (into the pair set's sources) and integer identities of probes and gallery, each ``(n,)``."""
+
+    probes: np.ndarray
+    probe_ids: np.ndarray
+    gallery: np.ndarray
+    gallery_ids: np.ndarray
+
+
+def gallery_from_pairs(sources: Sequence, labels: np.ndarray, identities: np.ndarray, pairs: np.ndarray) -> GallerySplit:
+    """Closed-set identification from verification pairs: probes and gallery as image indices.
+
+    ``sources``: the ``2N`` images (paths or bytes; equal sources are one image); ``labels`` bool ``(N,)``;
+    ``identities``: ``(2N,)``, one per image; ``pairs``: the pair indices to use. Probes are image A of
+    each genuine pair in ``pairs`` (each distinct image once); the gallery is every other distinct image of
+    ``pairs`` that is not a probe, so no probe meets itself; probes with no image of their identity left in
+    the gallery are dropped (the split stays closed-set). Both lists keep the order of first appearance.
+    """
+    codes = np.unique(np.asarray(identities), return_inverse=True)[1].reshape(-1)
+    probes, seen = [], set()
+    for i in pairs:
+        if labels[i] and sources[2 * i] not in seen:
+            seen.add(sources[2 * i])
+            probes.append(2 * i)
+    gallery, taken = [], set(seen)
+    for i in pairs:
+        for j in (2 * i, 2 * i + 1):
+            if sources[j] not in taken:
+                taken.add(sources[j])
+                gallery.append(j)
+    gallery = np.asarray(gallery, dtype=np.int64)
+    present = set(codes[gallery].tolist())
+    probes = np.asarray([j for j in probes if codes[j] in present], dtype=np.int64)
+    if probes.size == 0:
+        raise ValueError("no genuine pair leaves an image of its identity in the gallery; identification needs "
+                         "genuine pairs whose identity has another image among the pairs")
+    return GallerySplit(probes, codes[probes], gallery, codes[gallery])
 
 
 def cosine_matrix(emb: Tensor, gallery_emb: Tensor) -> Tensor:
@@ -113,11 +158,23 @@ class IdentificationMetric(Metric):
         self.insertion.append(insertion.detach().bool())
         self.indices.append(indices.detach().long().flatten())
 
-    def curves(self) -> dict[str, Tensor]:
+    def _unique(self) -> tuple[Tensor, Tensor]:
         deletion, insertion, indices = (_cat(x) for x in (self.deletion, self.insertion, self.indices))
         _, first = _first_occurrence(indices)
-        return {"fractions": fraction_grid(self.steps), "deletion": deletion[first].double().mean(0).cpu(),
-                "insertion": insertion[first].double().mean(0).cpu()}
+        return deletion[first].double().cpu(), insertion[first].double().cpu()
+
+    def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``deletion_auc`` / ``insertion_auc`` as ``{name: (values, group)}``: each probe's AUC % of its
+        rank-1 correctness curve, float64 ``(P,)``, group all True; rows in sorted index order."""
+        deletion, insertion = self._unique()
+        fractions = fraction_grid(self.steps)
+        everyone = torch.ones(len(deletion), dtype=torch.bool)
+        return {f"{kind}_auc": (100 * torch.trapezoid(curve, fractions, dim=1), everyone)
+                for kind, curve in (("deletion", deletion), ("insertion", insertion))}
+
+    def curves(self) -> dict[str, Tensor]:
+        deletion, insertion = self._unique()
+        return {"fractions": fraction_grid(self.steps), "deletion": deletion.mean(0), "insertion": insertion.mean(0)}
 
     def compute(self) -> dict[str, float]:
         c = self.curves()
