@@ -67,7 +67,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--sides", choices=("a", "both"), default="a", help="perturb A only or A and B (default a)")
     parser.add_argument("--n-masks", type=int, default=None, help=f"masks for {', '.join(MASK_METHODS)}")
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images per forward pass of the accuracy runs (default 64); the explainers and "
+                             "faithfulness protocols use their device default, as in benchmark")
     parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model (default 20)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
@@ -144,7 +146,7 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
             row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]
     usable = [m for m in methods if m != "xcos" or xcos]
     options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "protocols": list(DEFAULT_PROTOCOLS),
-                                     "extra_fills": []})
+                                     "batch_size": None, "extra_fills": []})
     results, _, _, info = faithfulness(model, faith_set, usable, options, device)
     row["faithfulness/threshold"] = info["threshold"]
     for method in methods:
