@@ -287,7 +287,7 @@ def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     row = json.loads(out.out.strip().splitlines()[-1])
     for method in ("random", "gradcam"):
-        assert 0 <= row[method]["identification_deletion"] <= 100 and 0 <= row[method]["identification_insertion"] <= 100
+        assert all(0 <= row[method][f"identification_{kind}"] <= 100 for kind in ("deletion", "insertion"))
         assert row[method]["identification_rank1"] is not None and row[method]["deletion_genuine"] is None
         assert row[method]["seconds_per_pair"] > 0
     assert "4 probes" in out.err and "gallery of 4" in out.err  # the image 1s; image 0s are probes

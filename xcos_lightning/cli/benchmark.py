@@ -32,9 +32,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from xcos_lightning.cli.benchmark_report import (COLUMNS, PLOTS, compare_with_baseline, comparison_table, json_safe,
+                                                 markdown_table, write_outputs)
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
@@ -52,48 +52,20 @@ from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosErro
 from xcos_lightning.explain.base import Explainer
 from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.registry import create_explainer, list_explainers
-from xcos_lightning.metrics.bootstrap import Difference, paired_difference
 from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
                                                    identification_correct, probe_maps, top_k_gallery)
 from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
-from xcos_lightning.metrics.plots import line_plot
 from xcos_lightning.metrics.verification import equal_error_rate
 from xcos_lightning.models.spec import load_model
 
-# (column, JSON metric name, direction) of the results table.
-IDENTIFICATION_COLUMNS = (("id del", "identification_deletion", "↓"), ("id ins", "identification_insertion", "↑"))
-COLUMNS = (
-    ("del gen", "deletion_genuine", "↓"), ("ins gen", "insertion_genuine", "↑"),
-    ("del imp", "deletion_impostor", "↓"), ("ins imp", "insertion_impostor", "↑"),
-    ("flip del match", "flip_deletion_match", "↓"), ("flip ins match", "flip_insertion_match", "↓"),
-    ("flip del nonmatch", "flip_deletion_nonmatch", "↓"), ("flip ins nonmatch", "flip_insertion_nonmatch", "↓"),
-    ("DPR FMR", "dpr_fmr_auc", "↓"), ("DPR FNMR", "dpr_fnmr_auc", "↓"), *IDENTIFICATION_COLUMNS,
-    ("s/pair", "seconds_per_pair", ""),
-)
 # Deletion/Insertion AUCs, S-RISE flip fractions, DPR on patched pairs; identification (rank-1 Deletion/Insertion
 # of probes against a gallery) needs identity folders, so it runs only when asked for.
 DEFAULT_PROTOCOLS = ("deletion", "flips", "dpr")
 PROTOCOLS = DEFAULT_PROTOCOLS + ("identification",)
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 SEEDED_METHODS = MASK_METHODS + ("random",)  # take --seed
-PLOTS = (  # file, curve key, title, x label, y label
-    ("deletion_genuine", "genuine/deletion", "Deletion, genuine pairs (similarity maps)", "fraction deleted",
-     "accuracy"),
-    ("insertion_genuine", "genuine/insertion", "Insertion, genuine pairs (similarity maps)", "fraction inserted",
-     "accuracy"),
-    ("deletion_impostor", "impostor/deletion", "Deletion, impostor pairs (dissimilarity maps)", "fraction deleted",
-     "accuracy"),
-    ("insertion_impostor", "impostor/insertion", "Insertion, impostor pairs (dissimilarity maps)", "fraction inserted",
-     "accuracy"),
-    ("dpr_fmr", "dpr/fmr", "DPR on patched pairs: FMR", "fraction of pixels restored", "FMR"),
-    ("dpr_fnmr", "dpr/fnmr", "DPR on patched pairs: FNMR", "fraction of pixels restored", "FNMR"),
-    ("identification_deletion", "identification/deletion", "Identification deletion (probe vs top-K gallery)",
-     "fraction deleted", "rank-1 accuracy"),
-    ("identification_insertion", "identification/insertion", "Identification insertion (probe vs top-K gallery)",
-     "fraction inserted", "rank-1 accuracy"),
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -103,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md/.csv, results.json and plots")
     parser.add_argument("--protocols", default=",".join(DEFAULT_PROTOCOLS),
-                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default {','.join(DEFAULT_PROTOCOLS)}); "
-                             "the others are NaN")
+                        help=f"comma-separated subset of {','.join(PROTOCOLS)} "
+                             f"(default {','.join(DEFAULT_PROTOCOLS)}); the others are NaN")
     parser.add_argument("--top-k", type=int, default=3,
                         help="identification: gallery candidates each probe is explained against (default 3)")
     parser.add_argument("--steps", type=int, default=20, help="fraction steps n, p = k/n (default 20 = 5%%)")
@@ -371,68 +343,6 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
     return metrics, curves, per_pair
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """One row per method; the columns of ``COLUMNS`` (each with the ``_<fill>`` copies of extra fills)
-    that hold a number for some method."""
-    columns = [(f"{column} {suffix}".strip(), f"{key}_{suffix}".rstrip("_"), arrow)
-               for column, key, arrow in COLUMNS for suffix in ("", *FILLS)]
-    columns = [c for c in columns if any(not math.isnan(r.get(c[1], math.nan)) for r in results.values())]
-    head = "| method | " + " | ".join(f"{c} {arrow}".strip() for c, _, arrow in columns) + " |"
-    rule = "|---" * (len(columns) + 1) + "|"
-    rows = ["| " + " | ".join([m] + [_fmt(r.get(key)) for _, key, _ in columns]) + " |" for m, r in results.items()]
-    return "\n".join([head, rule, *rows])
-
-
-def _fmt(value: float) -> str:
-    return "nan" if value is None or math.isnan(value) else f"{value:.4g}"
-
-
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_outputs(out: Path, results: dict, curves: dict, settings: dict, per_pair: dict | None = None,
-                  comparison: dict | None = None) -> None:
-    """``table.md`` (and one comparison table per baseline), ``table.csv``, ``results.json`` (settings, metrics,
-    comparison ``{baseline: {method: {metric: Difference fields}}}``, curves), ``per_pair.csv`` (``index,label,method,metric,value``: each pair's value, for the
-    pairs of the group the metric averages) and the PNG curves."""
-    out.mkdir(parents=True, exist_ok=True)
-    tables = [settings["summary"], markdown_table(results)]
-    tables += [comparison_table(rows, baseline) for baseline, rows in (comparison or {}).items()]
-    (out / "table.md").write_text("\n\n".join(tables) + "\n")
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        keys = list(next(iter(results.values())))
-        writer.writerow(["method", *keys])
-        writer.writerows([m, *(r[k] for k in keys)] for m, r in results.items())
-    if per_pair:
-        indices, labels = settings["pair_indices"], settings["pair_labels"]
-        with open(out / "per_pair.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["index", "label", "method", "metric", "value"])
-            for method, metrics in per_pair.items():
-                for metric, (values, group) in metrics.items():
-                    writer.writerows([indices[i], int(labels[i]), method, metric, f"{float(values[i]):.6g}"]
-                                     for i in group.nonzero().flatten().tolist())
-    comparison = {b: {m: {k: d._asdict() for k, d in row.items()} for m, row in rows.items()}
-                  for b, rows in (comparison or {}).items()}
-    (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "metrics": results,
-                                                             "comparison": comparison, "curves": curves}), indent=1))
-    for file, key, title, xlabel, ylabel in PLOTS:
-        head = key.split("/")[0]
-        fractions = f"{head}/fractions" if head in ("dpr", "identification") else "fractions"
-        lines = {m: (c[fractions], c[key]) for m, c in curves.items() if key in c}
-        if not lines:  # protocol not run
-            continue
-        line_plot(lines, out / f"{file}.png", title=title, xlabel=xlabel, ylabel=ylabel)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; 0 on success, 1 on bad input (message on stderr)."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -511,49 +421,6 @@ def faithfulness(model: nn.Module, pair_set: PairSet, methods: list[str], args: 
     return results, curves, per_pair, info
 
 
-def column(metric: str) -> tuple[str, str]:
-    """(table column, ``"↓"`` / ``"↑"`` / ``""``) of a metric name of ``COLUMNS``, also with an extra fill's
-    ``_<fill>`` suffix: ``deletion_genuine_blur`` -> ``("del gen blur", "↓")``."""
-    for name, key, arrow in COLUMNS:
-        for suffix in ("", *FILLS):
-            if metric == f"{key}_{suffix}".rstrip("_"):
-                return f"{name} {suffix}".strip(), arrow
-    return metric, ""
-
-
-def compare_with_baseline(per_pair: dict[str, dict[str, tuple[Tensor, Tensor]]], baseline: str, resamples: int,
-                          seed: int) -> dict[str, dict[str, Difference]]:
-    """``{method: {metric: Difference}}``: each method minus ``baseline`` on the same pairs, with its 95 %
-    paired-bootstrap interval (``metrics.bootstrap``); every metric both methods have."""
-    reference = per_pair[baseline]
-    return {method: {metric: paired_difference(values, reference[metric][0], group, resamples, seed)
-                     for metric, (values, group) in metrics.items() if metric in reference}
-            for method, metrics in per_pair.items() if method != baseline}
-
-
-def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str) -> str:
-    """Markdown: per method and metric, ``method - baseline`` and its interval; ✓ when the interval lies on the
-    better side of 0, ✗ on the worse side (neither: no significant difference at the 95 % level)."""
-    metrics = list(dict.fromkeys(m for row in comparison.values() for m in row))
-    head = "| method | " + " | ".join(" ".join(column(m)).strip() for m in metrics) + " |"
-    rows = []
-    for method, row in comparison.items():
-        cells = []
-        for metric in metrics:
-            d = row.get(metric)
-            if d is None or math.isnan(d.mean):
-                cells.append("n/a")
-                continue
-            better = -1 if column(metric)[1] == "↓" else 1
-            low, high = sorted((better * d.low, better * d.high))
-            mark = "✓" if low > 1e-9 else "✗" if high < -1e-9 else ""  # float noise around 0 is no difference
-            cells.append(f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] {mark}".strip())
-        rows.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join([f"Difference from {baseline} (method - {baseline}, mean over pairs, 95 % paired-bootstrap "
-                      f"interval; ✓ better, ✗ worse than {baseline} beyond the interval):", "", head,
-                      "|---" * (len(metrics) + 1) + "|", *rows])
-
-
 def _run(args: argparse.Namespace, methods: list[str]) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = load_model(args.model).to(device).eval()
@@ -569,7 +436,7 @@ def _run(args: argparse.Namespace, methods: list[str]) -> int:
     for baseline, rows in comparison.items():
         print("\n" + comparison_table(rows, baseline))
     if args.json:
-        print(json.dumps(_json_safe(results)))
+        print(json.dumps(json_safe(results)))
     return 0
 
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xcos_lightning.cli.benchmark import (COLUMNS, DEFAULT_PROTOCOLS, IDENTIFICATION_COLUMNS, MASK_METHODS, _json_safe,
-                                          faithfulness, select_pairs)
+from xcos_lightning.cli.benchmark import DEFAULT_PROTOCOLS, MASK_METHODS, faithfulness, select_pairs
+from xcos_lightning.cli.benchmark_report import COLUMNS, IDENTIFICATION_COLUMNS, json_safe
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
@@ -145,8 +145,8 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
             m = measured.get(kind, {"acc": math.nan, "acc_std": math.nan})
             row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]
     usable = [m for m in methods if m != "xcos" or xcos]
-    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "protocols": list(DEFAULT_PROTOCOLS),
-                                     "batch_size": None, "extra_fills": []})
+    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "batch_size": None,
+                                     "protocols": list(DEFAULT_PROTOCOLS), "extra_fills": []})
     results, _, _, info = faithfulness(model, faith_set, usable, options, device)
     row["faithfulness/threshold"] = info["threshold"]
     for method in methods:
@@ -200,7 +200,7 @@ def write_outputs(out: Path, table: dict[str, dict[str, float | bool]], settings
         writer = csv.writer(f)
         writer.writerow(["metric", *specs])
         writer.writerows([r, *(table[s][r] for s in specs)] for r in table[specs[0]])
-    (out / "results.json").write_text(json.dumps(_json_safe({"settings": settings, "models": table}), indent=1))
+    (out / "results.json").write_text(json.dumps(json_safe({"settings": settings, "models": table}), indent=1))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -238,5 +238,5 @@ def run(args: argparse.Namespace) -> int:
     log(f"wrote {args.out}/table.md, table.csv and results.json")
     print(summary + "\n\n" + markdown_table(table))
     if args.json:
-        print(json.dumps(_json_safe(table)))
+        print(json.dumps(json_safe(table)))
     return 0

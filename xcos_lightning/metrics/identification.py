@@ -42,7 +42,8 @@ class GallerySplit(NamedTuple):
     gallery_ids: np.ndarray
 
 
-def gallery_from_pairs(sources: Sequence, labels: np.ndarray, identities: np.ndarray, pairs: np.ndarray) -> GallerySplit:
+def gallery_from_pairs(sources: Sequence, labels: np.ndarray, identities: np.ndarray,
+                       pairs: np.ndarray) -> GallerySplit:
     """Closed-set identification from verification pairs: probes and gallery as image indices.
 
     ``sources``: the ``2N`` images (paths or bytes; equal sources are one image); ``labels`` bool ``(N,)``;
