@@ -186,15 +186,20 @@ def _png(seed: int, resample: int = Image.BILINEAR, size: int = 48) -> bytes:
     return buf.getvalue()
 
 
-def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
-    faces = [_png(s) for s in range(8)]
-    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]  # 4 genuine pairs
-    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]  # 4 impostor pairs
-    pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
+def _benchmark_parser(monkeypatch, pair_set: PairSet) -> argparse.ArgumentParser:
+    """The ``explain.py`` parser with ``benchmark``, whose model is ``_TinyNet`` and whose data is ``pair_set``."""
     monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
     monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
+    faces = [_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]  # 4 genuine pairs
+    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]  # 4 impostor pairs
+    parser = _benchmark_parser(monkeypatch, PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check())
     args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random,random:seed=7",
                               "--pairs", "3", "--steps", "4", "--out", str(tmp_path / "out"), "--json",
                               "--device", "cpu", "--threshold", "0.5", "--baseline", "random,random:seed=7,absent"])
@@ -276,10 +281,7 @@ def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
     sources = [p for i in range(4) for p in (paths[i, 0], paths[i, 1])]
     sources += [p for i in range(4) for p in (paths[i, 0], paths[(i + 1) % 4, 1])]
     folder_set = PairSet(sources, [True] * 4 + [False] * 4, "folders", size=48).check()
-    monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: folder_set)
-    parser = argparse.ArgumentParser()
-    benchmark.add_parser(parser.add_subparsers(dest="command"))
+    parser = _benchmark_parser(monkeypatch, folder_set)
     args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "folders", "--methods", "random,gradcam",
                               "--pairs", "4", "--steps", "4", "--protocols", "identification", "--top-k", "2",
                               "--device", "cpu", "--json", "--out", str(tmp_path / "out")])
