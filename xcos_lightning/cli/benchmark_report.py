@@ -140,7 +140,8 @@ def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str
             better = -1 if column(metric)[1] == "↓" else 1
             low, high = sorted((better * d.low, better * d.high))
             mark = "✓" if low > 1e-9 else "✗" if high < -1e-9 else ""  # float noise around 0 is no difference
-            cells.append(f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] {mark}".strip())
+            digits = 3 if metric.startswith("flip_") else 2  # fractions in [0, 1] vs AUCs in %
+            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] {mark}".strip())
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join([f"Difference from {baseline} (method - {baseline}, mean over pairs, 95 % paired-bootstrap "
                       f"interval; ✓ better, ✗ worse than {baseline} beyond the interval):", "", head,
