@@ -27,7 +27,7 @@ from torchmetrics import Metric
 
 from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.filters import gaussian_blur
-from xcos_lightning.metrics.verification import _cat, _first_occurrence
+from xcos_lightning.metrics.verification import _unique_rows
 
 EmbedFn = Callable[[Tensor], Tensor]
 FILLS = ("zero", "mean", "blur")
@@ -183,10 +183,7 @@ class DeletionInsertionMetric(Metric):
         self.indices.append(indices.detach().long().flatten())
 
     def _unique(self) -> tuple[Tensor, Tensor, Tensor]:
-        deletion, insertion, labels, indices = (_cat(x) for x in (self.deletion, self.insertion, self.labels,
-                                                                   self.indices))
-        _, first = _first_occurrence(indices)
-        return deletion[first], insertion[first], labels[first]
+        return _unique_rows(self.indices, self.deletion, self.insertion, self.labels)
 
     def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Each AUC of ``compute`` as a mean of per-pair values: ``{name: (values, group)}``.

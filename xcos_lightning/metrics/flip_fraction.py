@@ -24,7 +24,7 @@ from torchmetrics import Metric
 
 from xcos_lightning.metrics.faithfulness import (EmbedFn, accepts, fill_canvas, fraction_grid, pixel_counts,
                                                  pixel_ranks, replaced_embeddings)
-from xcos_lightning.metrics.verification import _cat, _first_occurrence
+from xcos_lightning.metrics.verification import _unique_rows
 
 
 class FlipFractions(NamedTuple):
@@ -111,10 +111,8 @@ class FlipFractionMetric(Metric):
         self.indices.append(indices.detach().long().flatten())
 
     def _unique(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        deletion, insertion, flipped, match, indices = (_cat(x) for x in (self.deletion, self.insertion, self.flipped,
-                                                                           self.match, self.indices))
-        _, first = _first_occurrence(indices)
-        return deletion[first].cpu(), insertion[first].cpu(), flipped[first].cpu(), match[first].cpu()
+        rows = _unique_rows(self.indices, self.deletion, self.insertion, self.flipped, self.match)
+        return tuple(row.cpu() for row in rows)
 
     def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``<group>/deletion`` and ``<group>/insertion`` of ``compute`` as ``{name: (values, group)}``: each

@@ -28,7 +28,7 @@ from torchmetrics import Metric
 from xcos_lightning.explain.base import Explainer
 from xcos_lightning.metrics.faithfulness import (EmbedFn, area_under_curve, fill_canvas, fraction_grid, pixel_counts,
                                                  pixel_ranks, replaced_embeddings)
-from xcos_lightning.metrics.verification import _cat, _first_occurrence
+from xcos_lightning.metrics.verification import _unique_rows
 
 COMBINE = ("mean", "max", "top1")
 
@@ -160,9 +160,8 @@ class IdentificationMetric(Metric):
         self.indices.append(indices.detach().long().flatten())
 
     def _unique(self) -> tuple[Tensor, Tensor]:
-        deletion, insertion, indices = (_cat(x) for x in (self.deletion, self.insertion, self.indices))
-        _, first = _first_occurrence(indices)
-        return deletion[first].double().cpu(), insertion[first].double().cpu()
+        deletion, insertion = _unique_rows(self.indices, self.deletion, self.insertion)
+        return deletion.double().cpu(), insertion.double().cpu()
 
     def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``deletion_auc`` / ``insertion_auc`` as ``{name: (values, group)}``: each probe's AUC % of its
@@ -181,4 +180,4 @@ class IdentificationMetric(Metric):
         c = self.curves()
         return {"deletion_auc": area_under_curve(c["deletion"], c["fractions"]),
                 "insertion_auc": area_under_curve(c["insertion"], c["fractions"]),
-                "rank1": float(c["deletion"][0]), "probes": float(len(_first_occurrence(_cat(self.indices))[0]))}
+                "rank1": float(c["deletion"][0]), "probes": float(len(self._unique()[0]))}

@@ -36,7 +36,7 @@ from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.metrics.faithfulness import (EmbedFn, accepts, area_under_curve, fraction_grid, pixel_counts,
                                                  pixel_ranks, replaced_embeddings)
-from xcos_lightning.metrics.verification import _cat, _first_occurrence
+from xcos_lightning.metrics.verification import _unique_rows
 
 PATCHES, PATCH_SIZE = 27, 16
 
@@ -183,9 +183,8 @@ class DPRMetric(Metric):
         self.indices.append(indices.detach().long().flatten())
 
     def _unique(self) -> tuple[Tensor, Tensor]:
-        scores, labels, indices = (_cat(x) for x in (self.scores, self.labels, self.indices))
-        _, first = _first_occurrence(indices)
-        return scores[first].cpu(), labels[first].bool().cpu()
+        scores, labels = _unique_rows(self.indices, self.scores, self.labels)
+        return scores.cpu(), labels.bool().cpu()
 
     def per_pair(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``fmr_auc`` / ``fnmr_auc`` as ``{name: (values, group)}``: each impostor's AUC % of its accepted

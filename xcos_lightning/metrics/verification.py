@@ -144,6 +144,13 @@ def _cat(x: list[Tensor] | Tensor) -> Tensor:
     return torch.cat(x) if isinstance(x, list) else x
 
 
+def _unique_rows(indices: list[Tensor] | Tensor, *states: list[Tensor] | Tensor) -> tuple[Tensor, ...]:
+    """Each of ``states`` (concatenated list states, rows aligned with ``indices``) reduced to one row per
+    index, rows in sorted index order: what DDP-padded metric states need before ``compute``."""
+    _, first = _first_occurrence(_cat(indices))
+    return tuple(_cat(state)[first] for state in states)
+
+
 def _first_occurrence(indices: Tensor) -> tuple[Tensor, Tensor]:
     """Sorted unique indices and the position of one occurrence of each."""
     uniq, inverse = torch.unique(indices, sorted=True, return_inverse=True)
