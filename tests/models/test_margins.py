@@ -72,3 +72,36 @@ def test_label_outside_num_classes_is_a_clear_error():
     head = ArcFace(8, 5)
     with pytest.raises(ValueError, match="num_classes"):
         head(torch.randn(2, 8), torch.tensor([1, 7]))
+
+
+# (m1, m2, m3): ArcFace, CosFace, insightface's combined, SphereFace-style m1 = 4 (theta* = pi / 4), m1 < 1, m2
+# past the point where insightface's own fallback would start above the branch.
+MARGINS = [(1.0, 0.5, 0.0), (1.0, 0.0, 0.4), (1.0, 0.3, 0.2), (0.9, 0.4, 0.1), (1.35, 0.25, 0.1), (2.0, 0.3, 0.2),
+           (4.0, 0.0, 0.0), (1.0, 2.5, 0.0)]
+
+
+@pytest.mark.parametrize("m1, m2, m3", MARGINS)
+def test_target_never_decreases_over_the_whole_cosine_range(m1, m2, m3):
+    cos = torch.linspace(-1, 1, 40001, dtype=torch.float64)
+    target = margin_target(cos, m1, m2, m3)
+    # Brute force: every pair of grid points (cos_i < cos_j) in order, via the running maximum from the left.
+    assert torch.all(target >= torch.cummax(target, 0).values - 1e-9)
+    assert torch.isfinite(target).all()
+    theta = torch.acos(cos)
+    # Where the closed form applies it is the value (theta is kept 1e-6 inside (0, pi): not at |cos| = 1).
+    inside = (m1 * theta + m2 <= math.pi - 1e-3) & (cos.abs() < 1 - 1e-5)
+    torch.testing.assert_close(target[inside], torch.cos(m1 * theta[inside] + m2) - m3, atol=1e-5, rtol=0)
+
+
+def test_sphereface_style_margin_no_longer_jumps_at_theta_star():
+    # The reported bug: m1 = 4, the target logit fell from 0.707 to -1.0 as cos passed cos(pi / 4).
+    below, above = margin_target(torch.tensor([0.7070, 0.7072], dtype=torch.float64), 4.0, 0.0, 0.0)
+    assert above.item() == pytest.approx(-1.0, abs=2e-3) and below.item() <= above.item()
+
+
+@pytest.mark.parametrize("m1, m2, m3", MARGINS)
+def test_gradient_is_finite_and_not_negative_near_plus_minus_one(m1, m2, m3):
+    values = [-1.0, -1 + 1e-7, -1 + 1e-4, -0.5, 0.0, 0.5, 1 - 1e-4, 1 - 1e-7, 1.0]
+    cos = torch.tensor(values, requires_grad=True)
+    margin_target(cos, m1, m2, m3).sum().backward()
+    assert torch.isfinite(cos.grad).all() and (cos.grad >= 0).all(), cos.grad

@@ -54,16 +54,22 @@ class MarginHead(nn.Module):
 
 
 def margin_target(cos: Tensor, m1: float, m2: float, m3: float) -> Tensor:
-    """``cos(m1*theta + m2) - m3`` with finite gradients everywhere.
+    """``cos(m1*theta + m2) - m3`` for ``cos`` in [-1, 1], non-decreasing in ``cos``, finite gradients everywhere.
 
-    Where ``m1*theta + m2 > pi`` the cosine would start increasing again (rewarding a worse angle), so
-    the target falls back to the monotone ``cos - m2 * sin(m2) - m3`` (insightface's choice for m1 = 1).
+    Past ``theta* = (pi - m2) / m1`` the cosine would start increasing again (rewarding a worse angle), so the
+    target falls back to a line of slope 1 in ``cos`` that starts at or below the branch's minimum ``-1 - m3``:
+    ``cos - m3 - max(m2 * sin(m2), cos(theta*) + 1)``. For ``m1 = 1`` that is insightface's ``cos - m2 sin m2 -
+    m3`` (``m2 sin m2 >= 1 - cos m2`` there); for ``m1 > 1`` (SphereFace-style, e.g. m1 = 4: theta* = pi / 4)
+    the second term makes it meet the branch at ``cos(theta*)`` instead of jumping above it.
     """
     if m1 == 1.0 and m2 == 0.0:
         return cos - m3
     theta = torch.acos(cos.clamp(-1 + _EPS, 1 - _EPS))
     angle = m1 * theta + m2
-    fallback = cos - m2 * math.sin(m2) - m3 if m2 > 0 else cos - m3
+    theta_star = (math.pi - m2) / m1
+    if theta_star >= math.pi:  # m1 * theta + m2 never passes pi on [0, pi]
+        return torch.cos(angle) - m3
+    fallback = cos - m3 - max(m2 * math.sin(m2), math.cos(theta_star) + 1)
     return torch.where(angle <= math.pi, torch.cos(angle) - m3, fallback)
 
 
