@@ -6,19 +6,23 @@ from typing import Callable, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.metrics.verification import VerificationMetric
 from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.models.checkpoint import part_config
+from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_for_device
 from xcos_lightning.models.margins import ArcFace, MarginHead
+from xcos_lightning.models.partial_fc import PartialFC
 from xcos_lightning.models.teacher import Teacher
 from xcos_lightning.models.xcos import LearnedAttention
 from xcos_lightning.models.xcos_model import XCosModel
 from xcos_lightning.optim import JointOptimizer
 
-HeadFactory = Callable[[int, int], MarginHead]
+HeadFactory = Callable[[int, int], MarginHead | PartialFC]
 
 
 class XCosModule(L.LightningModule):
@@ -30,7 +34,12 @@ class XCosModule(L.LightningModule):
     Args:
         backbone: trunk + grid head.
         num_classes: training identities (linked from the datamodule by ``train.py``).
-        head: margin head factory ``(embedding_dim, num_classes) -> MarginHead``; default ArcFace s=64 m=0.5.
+        head: margin head factory ``(embedding_dim, num_classes) -> MarginHead | PartialFC``; default ArcFace
+            s=64 m=0.5. A :class:`~xcos_lightning.models.PartialFC` (``PartialArcFace``, ``PartialCosFace``)
+            shards the class centres across the DDP ranks, left out of DDP's gradient all-reduce, with their
+            own SGD (same lr, momentum, weight decay and schedule, logged as ``train/lr/head``); its
+            checkpoints hold the full matrix and momentum and resume on any number of ranks. Its
+            ``train/id_acc`` counts the classes scored in the step (all of them at ``sample_rate`` 1).
         xcos: train the xCos branch. attention: its attention module (default learned, paper layout).
         teacher: model SPEC of a frozen teacher (checkpoint of this framework or ``<format>:<path>``), or
             ``"self"``: this model's own detached flattened-embedding cosine.
@@ -44,6 +53,10 @@ class XCosModule(L.LightningModule):
             ``train/skipped_nonfinite`` (kept in checkpoints). The step still counts in ``global_step``.
             Under AMP with a GradScaler (``16-mixed``) inf gradients are the scaler's business: it skips
             those steps and lowers its scale, so only the loss is checked. All DDP ranks decide together.
+        channels_last: memory format of the model (and teacher) and of the images entering it: ``"auto"`` =
+            channels-last on CUDA, contiguous elsewhere; ``true``/``false`` force it (``models.device``).
+        compile: ``torch.compile`` the trunk (``true``: inductor; a string names the backend, e.g. ``eager``);
+            compile time is printed per mode ("compiled trunk (train) in X s"). State-dict keys unchanged.
     """
 
     def __init__(
@@ -64,6 +77,8 @@ class XCosModule(L.LightningModule):
         attention_step: int = 8,
         attention_gamma: float = 0.99,
         nonfinite: Literal["raise", "skip"] = "raise",
+        channels_last: ChannelsLast = "auto",
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if _from_cli():
@@ -146,8 +161,25 @@ class XCosModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
         checkpoint["skipped_bad_records"] = int(self.skipped_bad_records)
+        # Every rank saves (rank 0 writes): the head's momentum is gathered to the full (C, D) like its weight.
+        for entry in self._head_optimizer_state(checkpoint):
+            for key, value in entry.items():
+                if isinstance(value, Tensor) and self.head.is_class_tensor(value):
+                    entry[key] = self.head.gather_rows(value)
+
+    def _head_optimizer_state(self, checkpoint: dict) -> list[dict]:
+        """The per-parameter state entries of the PartialFC head's SGD in ``checkpoint`` (none otherwise)."""
+        if not isinstance(self.head, PartialFC) or not checkpoint.get("optimizer_states"):
+            return []
+        return list(checkpoint["optimizer_states"][0]["optimizers"][1]["state"].values())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Called before the weights and optimizer states are restored: keep this rank's rows of the momentum
+        # (the weight's own state-dict loading keeps its rows).
+        for entry in self._head_optimizer_state(checkpoint):
+            for key, value in entry.items():
+                if isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == self.head.num_classes:
+                    entry[key] = self.head.shard_rows(value)
         self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
         self.skipped_bad_records.fill_(int(checkpoint.get("skipped_bad_records", 0)))
 
@@ -162,9 +194,8 @@ class XCosModule(L.LightningModule):
         buffers = [b.detach().clone() for b in self.model.buffers()]
         grids = self.model.grid(torch.cat([img_a, img_b]))
         emb = grid_embedding(grids)
-        logits = self.head(emb, labels)
-        ce = F.cross_entropy(logits, labels)
-        loss, logs = ce, {"train/ce": ce, "train/id_acc": (logits.argmax(1) == labels).float().mean()}
+        ce, id_acc = self.head.loss(emb, labels)
+        loss, logs = ce, {"train/ce": ce, "train/id_acc": id_acc}
         if self.model.has_xcos:
             grid_a, grid_b = grids.chunk(2)
             _, _, xcos = self.model.maps_from_grids(grid_a, grid_b)
@@ -195,7 +226,8 @@ class XCosModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = [], []
-        for module in (self.model.backbone, self.head):
+        sharded = isinstance(self.head, PartialFC)
+        for module in (self.model.backbone,) if sharded else (self.model.backbone, self.head):
             for p in module.parameters():
                 # BatchNorm/PReLU weights and biases are 1-d: weight decay would only shrink them.
                 (no_decay if p.ndim <= 1 else decay).append(p)
@@ -206,6 +238,10 @@ class XCosModule(L.LightningModule):
         milestones = sorted(hp.milestones or [])
         factors = [lambda epoch: hp.gamma ** sum(epoch >= m for m in milestones)] * 2
         optimizers = [sgd]
+        if sharded:  # its own optimizer: its state is sharded like the centres (see on_save_checkpoint)
+            optimizers.append(torch.optim.SGD([{"params": self.head.parameters(), "weight_decay": hp.weight_decay,
+                                                "name": "head"}], lr=hp.lr, momentum=hp.momentum))
+            factors.append(factors[0])
         if self.model.has_xcos:
             optimizers.append(torch.optim.Adam([{"params": self.model.attention.parameters(), "name": "attention"}],
                                                lr=hp.attention_lr))
@@ -214,8 +250,24 @@ class XCosModule(L.LightningModule):
         # One scheduler, one factor per parameter group: MultiStep for SGD, StepLR for the attention.
         return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factors)}
 
+    def configure_model(self) -> None:
+        """Memory format (``channels_last``) and compilation (``compile``) for the Trainer's device."""
+        device = self.trainer.strategy.root_device
+        prepare_for_device(self.model, device, self.hparams.channels_last)
+        if self.teacher is not None:
+            prepare_for_device(self.teacher.model, device, self.hparams.channels_last)
+        if self.hparams.compile:
+            backend = "inductor" if self.hparams.compile is True else self.hparams.compile
+            compile_trunk(self.model.backbone, backend, report=rank_zero_info)
+
     # --------------------------------------------------------------- validation
     def setup(self, stage: str) -> None:
+        if isinstance(self.head, PartialFC):
+            self.head.shard()  # the process group exists now, DDP does not wrap the module yet
+            # Each rank's centres are other parameters: DDP must neither broadcast rank 0's at start nor
+            # average their gradients. torch has no public argument for this; the documented helper is it.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, [f"head.{name}" for name, _ in self.head.named_parameters()])
         names = getattr(self.trainer.datamodule, "val_set_names", None) or ["val"]
         kinds = ["cos", "xcos"] if self.model.has_xcos else ["cos"]
         for name in names:
