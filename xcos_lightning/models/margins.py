@@ -52,6 +52,12 @@ class MarginHead(nn.Module):
             logits = cos.scatter(1, labels[:, None], target[:, None])
             return logits * self.s
 
+    def loss(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean margin cross-entropy of the batch and the fraction of it whose target logit is the largest,
+        float32 scalars; arguments as ``forward``."""
+        logits = self(embeddings, labels)
+        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
+
 
 def margin_target(cos: Tensor, m1: float, m2: float, m3: float) -> Tensor:
     """``cos(m1*theta + m2) - m3`` for ``cos`` in [-1, 1], non-decreasing in ``cos``, finite gradients everywhere.
