@@ -93,10 +93,11 @@ class SyntheticFacesDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         pairs = self.train_pairs()
         return PairLoader(pairs, batch_size=self.hparams.batch_size, sampler=PairSampler(pairs, seed=self.hparams.seed),
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_pair_set(), batch_size=2 * self.hparams.batch_size,
-                          num_workers=self.hparams.num_workers)
+                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available())
 
     test_dataloader = val_dataloader
