@@ -44,7 +44,7 @@ from torch import Tensor
 from xcos_lightning.callbacks import ExplanationMonitor
 from xcos_lightning.cli.train import XCosCLI
 from xcos_lightning.explain import create_explainer, inference_copy
-from xcos_lightning.metrics import dpr_scores, flip_fractions, pair_perturbation_scores
+from xcos_lightning.metrics import dpr_scores, flip_fractions, pair_perturbation_scores, tie_seeds
 from xcos_lightning.metrics.patch_dpr import patch_mask, patch_positions
 from xcos_lightning.module import XCosModule
 from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
@@ -169,11 +169,12 @@ def main() -> None:
     explainer = create_explainer(args.map_method, embed_fn=model, threshold=threshold)
     metrics: dict[str, Callable[[dict], object]] = {
         "deletion/insertion (10 steps, A)": lambda p: pair_perturbation_scores(
-            embed, p["img_a"], p["img_b"], p["explanation"], p["label"], 10),
+            embed, p["img_a"], p["img_b"], p["explanation"], p["label"], 10, seeds=p["seeds"]),
         "flip fractions (20 steps + bisection)": lambda p: flip_fractions(
-            embed, p["img_a"], p["img_b"], p["explanation"].sim_a, p["explanation"].dis_a, threshold, 20),
+            embed, p["img_a"], p["img_b"], *p["explanation"].order_keys("a"), threshold, 20, seeds=p["seeds"]),
         "DPR (20 steps)": lambda p: dpr_scores(
-            embed, p["patched_a"], p["img_a"], p["img_b"], p["patched"].sim_a, p["patched"].dis_a, threshold, 20),
+            embed, p["patched_a"], p["img_a"], p["img_b"], *p["patched"].order_keys("a"), threshold, 20,
+            seeds=p["seeds"]),
     }
     walls: dict[str, list[float]] = {k: [] for k in metrics}
     cpus: dict[str, list[float]] = {k: [] for k in metrics}
@@ -181,7 +182,7 @@ def main() -> None:
     for i in range(args.pairs):
         item = dataset[i]
         pair = {"img_a": item["img_a"][None], "img_b": item["img_b"][None],
-                "label": torch.tensor([bool(item["label"])])}
+                "label": torch.tensor([bool(item["label"])]), "seeds": tie_seeds(0, torch.tensor([i]))}
         pair["patched_a"] = patched_copy(pair["img_a"], pair["img_b"], seed=i)
         pair["explanation"] = explainer(pair["img_a"], pair["img_b"])
         pair["patched"] = explainer(pair["patched_a"], pair["img_b"])

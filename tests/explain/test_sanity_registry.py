@@ -65,7 +65,8 @@ def test_xcos_maps_are_upsampled_contributions(xcos_model, make_pairs):
     out = XCosIntrinsic(xcos_model, threshold=0.2)(img_a, img_b)
     cos_grid, attention = out.extras["S"], out.extras["W"]
     assert cos_grid.shape == attention.shape == (2, 7, 7)
-    expected = F.interpolate((cos_grid * attention)[:, None], size=(112, 112), mode="nearest")[:, 0]
+    # Centred on the threshold: each cell's share of the decision margin xcos - t.
+    expected = F.interpolate(((cos_grid - 0.2) * attention)[:, None], size=(112, 112), mode="nearest")[:, 0]
     torch.testing.assert_close(out.raw_a, expected)
     torch.testing.assert_close(out.raw_b, out.raw_a)
     torch.testing.assert_close(out.score, (cos_grid * attention).sum((1, 2)))

@@ -15,16 +15,20 @@ from torch import Tensor, nn
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.cli import benchmark
 from xcos_lightning.datamodules.pair_set import PairSet
-from xcos_lightning.explain.base import PairExplanation
+from xcos_lightning.explain.base import PairExplanation, SideMaps
 from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
 from xcos_lightning.metrics.faithfulness import (accuracy_curve, area_under_curve, fill_canvas, fraction_grid,
-                                                 perturbation_scores, pixel_ranks)
+                                                 perturbation_scores, pixel_ranks, tie_seeds)
 
 
-def explanation(sim_a: Tensor, dis_a: Tensor) -> PairExplanation:
-    """Explanation with the given maps of A (B gets the same ones), as an explainer would return it."""
-    raw = sim_a - dis_a
-    return PairExplanation(sim_a, dis_a, sim_a, dis_a, raw, raw, torch.zeros(len(sim_a)), "hand", 0.0)
+def explanation(raw: Tensor) -> PairExplanation:
+    """Explanation whose signed maps of A and B are ``raw`` ``(B, H, W)``, as an explainer would return it."""
+    sim, dis, raw = SideMaps.from_signed(raw).normalised()
+    return PairExplanation(sim, dis, sim, dis, raw, raw, torch.zeros(len(raw)), "hand", 0.0)
+
+
+def seeds(n: int) -> Tensor:
+    return tie_seeds(0, torch.arange(n))
 
 
 def pixel00_embed(x: Tensor) -> Tensor:
@@ -42,23 +46,24 @@ def four_pixel_pairs() -> tuple[Tensor, Tensor, Tensor]:
     return a, b, torch.tensor([True, False])
 
 
-# Maps (2x2) putting pixel (0,0) at rank 0, 1 and 3 (ties: row-major order).
-PERFECT = [[1.0, 0.0], [0.0, 0.0]]
-SECOND = [[0.5, 1.0], [0.0, 0.0]]
-LAST = [[0.0, 1.0], [1.0, 1.0]]
+# Signed maps (2x2) putting pixel (0,0) at rank 0, 1 and 3 of the similarity order (distinct values: no ties).
+PERFECT = [[1.0, 0.0], [-0.1, -0.2]]
+SECOND = [[0.5, 1.0], [0.0, -0.5]]
+LAST = [[-1.0, 1.0], [0.5, 0.0]]
 
 
 @pytest.mark.parametrize("pattern, deletion, insertion", [
     (PERFECT, 12.5, 87.5),   # accuracy [1,0,0,0,0] / [0,1,1,1,1] over p = 0, .25, .5, .75, 1
     (SECOND, 37.5, 62.5),    # [1,1,0,0,0] / [0,0,1,1,1]
     (LAST, 87.5, 12.5),      # [1,1,1,1,0] / [0,0,0,0,1]
-    ([[0.0, 0.0], [0.0, 0.0]], 12.5, 87.5),  # all tied: row-major order puts (0,0) first
 ])
 def test_exact_auc_on_four_pixels(pattern, deletion, insertion):
     a, b, labels = four_pixel_pairs()
-    maps = torch.tensor(pattern).expand(2, 2, 2)
-    expl = explanation(maps, maps)  # genuine pair uses sim_a, impostor pair dis_a: same map here
-    d, i = pair_perturbation_scores(pixel00_embed, a, b, expl, labels, steps=4, fill="zero")
+    maps = torch.tensor(pattern)
+    # The genuine pair follows the similarity order (map descending), the impostor the dissimilarity order
+    # (map ascending): the impostor's map is the negation, so both put pixel (0, 0) at the same rank.
+    expl = explanation(torch.stack([maps, -maps]))
+    d, i = pair_perturbation_scores(pixel00_embed, a, b, expl, labels, steps=4, fill="zero", seeds=seeds(2))
     assert d.shape == i.shape == (2, 1, 5)
     metric = DeletionInsertionMetric(threshold=0.5, steps=4)
     metric.update(d, i, labels, torch.tensor([0, 1]))
@@ -69,21 +74,44 @@ def test_exact_auc_on_four_pixels(pattern, deletion, insertion):
     assert out["genuine/pairs"] == out["impostor/pairs"] == 1
 
 
-def test_genuine_uses_similarity_and_impostor_dissimilarity_maps():
+def test_genuine_uses_similarity_and_impostor_dissimilarity_order():
     a, b, labels = four_pixel_pairs()
-    good, bad = torch.tensor(PERFECT).expand(2, 2, 2), torch.tensor(LAST).expand(2, 2, 2)
-    d, _ = pair_perturbation_scores(pixel00_embed, a, b, explanation(sim_a=good, dis_a=bad), labels, steps=4)
-    curve_gen = accuracy_curve(d[:1], labels[:1], 0.5)
-    curve_imp = accuracy_curve(d[1:], labels[1:], 0.5)
-    assert curve_gen.tolist() == [1, 0, 0, 0, 0]
-    assert curve_imp.tolist() == [1, 1, 1, 1, 0]
+    maps = torch.tensor(PERFECT).expand(2, 2, 2)  # (0, 0) first in the similarity order, last in the other
+    d, _ = pair_perturbation_scores(pixel00_embed, a, b, explanation(maps), labels, steps=4, seeds=seeds(2))
+    assert accuracy_curve(d[:1], labels[:1], 0.5).tolist() == [1, 0, 0, 0, 0]
+    assert accuracy_curve(d[1:], labels[1:], 0.5).tolist() == [1, 1, 1, 1, 0]
 
 
-def test_pixel_ranks_break_ties_by_row_major_index():
-    maps = torch.tensor([[[0.2, 0.9, 0.2], [0.9, 0.0, 0.2]]])
-    assert pixel_ranks(maps).flatten().tolist() == [2, 0, 3, 1, 5, 4]
+def test_pixel_ranks_order_by_descending_key_and_ties_by_a_seeded_permutation():
+    keys = torch.tensor([[[0.2, 0.9, 0.3], [0.8, 0.0, 0.1]]])
+    assert pixel_ranks(keys, seeds(1)).flatten().tolist() == [3, 0, 2, 1, 5, 4]
+    # A constant map: the order is the seeded permutation (an independent draw with the same seed), not raster.
+    flat = torch.zeros(3, 8, 8)
+    s = tie_seeds(5, torch.tensor([0, 1, 2]))
+    ranks = pixel_ranks(flat, s).flatten(1)
+    for row, seed in zip(ranks, s.tolist()):
+        perm = torch.randperm(64, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(row[perm], torch.arange(64))
+    assert not torch.equal(ranks[0], torch.arange(64)) and not torch.equal(ranks[0], ranks[1])
+    assert torch.equal(pixel_ranks(flat, s), pixel_ranks(flat, s))
+    # Seeds follow the pair index, not the position in the batch.
+    assert torch.equal(pixel_ranks(flat[:1], tie_seeds(5, torch.tensor([2]))), pixel_ranks(flat, s)[2:])
     with pytest.raises(ValueError, match="NaN"):
-        pixel_ranks(torch.tensor([[[float("nan")]]]))
+        pixel_ranks(torch.tensor([[[float("nan")]]]), seeds(1))
+
+
+def test_a_map_and_its_negation_swap_the_two_orders():
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(2, 6, 6, generator=g).round(decimals=1)  # ties included
+    s = seeds(2)
+    sim, dis = explanation(raw).order_keys("a")
+    sim_neg, dis_neg = explanation(-raw).order_keys("a")
+    assert torch.equal(pixel_ranks(sim, s), pixel_ranks(dis_neg, s))
+    assert torch.equal(pixel_ranks(dis, s), pixel_ranks(sim_neg, s))
+    # One total order per map: where values differ, dissimilarity is the similarity order reversed.
+    distinct = torch.randn(2, 6, 6, generator=g)
+    sim, dis = explanation(distinct).order_keys("a")
+    assert torch.equal(pixel_ranks(sim, s) + pixel_ranks(dis, s), torch.full((2, 6, 6), 35))
 
 
 def test_fill_canvases():
@@ -126,7 +154,7 @@ def test_perfect_map_beats_random_beats_adversarial():
     auc = {}
     for name, m in maps.items():
         metric = DeletionInsertionMetric(threshold=0.5, steps=32)
-        d, i = pair_perturbation_scores(embed, a, b, explanation(m, torch.zeros_like(m)), labels, steps=32)
+        d, i = pair_perturbation_scores(embed, a, b, explanation(m), labels, steps=32, seeds=seeds(len(a)))
         metric.update(d, i, labels, torch.arange(len(a)))
         out = metric.compute()
         auc[name] = (out["genuine/deletion_auc"], out["genuine/insertion_auc"])
@@ -138,9 +166,10 @@ def test_both_sides_and_deduplication():
     embed, a, b, region = region_setup(pairs=4)
     labels = torch.tensor([True, True, False, False])
     m = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(2))
-    d, i = pair_perturbation_scores(embed, a, b, explanation(m, 1 - m), labels, steps=5, sides="both")
+    d, i = pair_perturbation_scores(embed, a, b, explanation(m - 0.5), labels, steps=5, sides="both", seeds=seeds(4))
     assert d.shape == i.shape == (4, 2, 6)
-    d_b, _ = perturbation_scores(embed, b, embed(a), torch.where(labels[:, None, None], m, 1 - m), steps=5)
+    d_b, _ = perturbation_scores(embed, b, embed(a), torch.where(labels[:, None, None], m, 1 - m), steps=5,
+                                 seeds=seeds(4))
     assert torch.allclose(d[:, 1], d_b)
     single, padded = DeletionInsertionMetric(0.5, steps=5), DeletionInsertionMetric(0.5, steps=5)
     single.update(d, i, labels, torch.arange(4))
@@ -154,7 +183,7 @@ def test_both_sides_and_deduplication():
         assert values.shape == group.shape == (4,)
         assert float(values[group].mean()) == pytest.approx(computed[name])
     with pytest.raises(ValueError, match="steps"):
-        pair_perturbation_scores(embed, a, b, explanation(m, m), labels, steps=0)
+        pair_perturbation_scores(embed, a, b, explanation(m), labels, steps=0, seeds=seeds(4))
 
 
 def test_line_plot_writes_png(tmp_path):
@@ -249,6 +278,23 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
                                  "--steps", "4", "--device", "cpu"])
         assert benchmark.run(bad) == 1
         assert message in capsys.readouterr().err
+
+
+def test_benchmark_random_values_do_not_depend_on_the_other_methods(monkeypatch, capsys):
+    faces = [_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
+    parser = _benchmark_parser(monkeypatch, PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check())
+    rows = []
+    # Other methods, other batches: a pair's random map and tie order come from its own index alone.
+    for methods, batch in (("random", "2"), ("gradcam,random,random:cells=4", "5")):
+        args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", methods, "--pairs", "3",
+                                  "--steps", "4", "--json", "--device", "cpu", "--pair-batch", batch])
+        assert benchmark.run(args) == 0
+        rows.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["random"])
+    for key in rows[0]:
+        if key != "seconds_per_pair":
+            assert rows[0][key] == rows[1][key], key
 
 
 def test_benchmark_method_options_parse_to_constructor_arguments():

@@ -8,7 +8,10 @@ from torch import Tensor
 
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.metrics import FlipFractionMetric, flip_fractions
-from xcos_lightning.metrics.faithfulness import fill_canvas, pixel_ranks, replaced_embeddings
+from xcos_lightning.metrics.faithfulness import fill_canvas, pixel_ranks, replaced_embeddings, tie_seeds
+
+
+S2, S5 = tie_seeds(0, torch.arange(2)), tie_seeds(0, torch.arange(5))
 
 
 def pixel00_embed(x: Tensor) -> Tensor:
@@ -36,7 +39,7 @@ def test_exact_fractions_on_four_pixels(pattern, fraction):
     a, b = four_pixel_pairs()
     maps = torch.tensor(pattern).expand(2, 2, 2)
     # steps=2 puts grid points at 0, 2 and 4 pixels: the bisection must find odd counts itself.
-    flips = flip_fractions(pixel00_embed, a, b, maps, maps, threshold=0.5, steps=2)
+    flips = flip_fractions(pixel00_embed, a, b, maps, maps, threshold=0.5, steps=2, seeds=S2)
     assert flips.match.tolist() == [True, False]
     assert flips.deletion.tolist() == [fraction, fraction]
     assert flips.insertion.tolist() == [fraction, fraction]
@@ -47,14 +50,14 @@ def test_map_is_chosen_by_clean_decision():
     a, b = four_pixel_pairs()
     good = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).expand(2, 2, 2)
     bad = torch.tensor([[0.0, 1.0], [1.0, 1.0]]).expand(2, 2, 2)
-    flips = flip_fractions(pixel00_embed, a, b, sim_a=good, dis_a=bad, threshold=0.5, steps=4)
+    flips = flip_fractions(pixel00_embed, a, b, sim_key=good, dis_key=bad, threshold=0.5, steps=4, seeds=S2)
     assert flips.deletion.tolist() == [0.25, 1.0]  # match uses the similarity map, non-match the dissimilarity one
 
 
 def test_grid_resolution_without_refinement():
     a, b = four_pixel_pairs()
     maps = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).expand(2, 2, 2)
-    flips = flip_fractions(pixel00_embed, a, b, maps, maps, threshold=0.5, steps=2, refine=False)
+    flips = flip_fractions(pixel00_embed, a, b, maps, maps, threshold=0.5, steps=2, refine=False, seeds=S2)
     assert flips.deletion.tolist() == [0.5, 0.5]
 
 
@@ -65,7 +68,7 @@ def test_never_flipping_decision():
         return torch.ones(len(x), 2)
 
     maps = torch.rand(2, 2, 2)
-    flips = flip_fractions(constant, a, b, maps, maps, threshold=0.5, steps=4)
+    flips = flip_fractions(constant, a, b, maps, maps, threshold=0.5, steps=4, seeds=S2)
     assert flips.deletion.tolist() == [1.0, 1.0] and not flips.deletion_flipped.any()
     assert flips.insertion.tolist() == [0.0, 0.0]  # the canvas already gives the clean decision
 
@@ -83,12 +86,12 @@ def test_refined_count_is_a_pixel_exact_flip_point():
     perfect = region.float().expand(5, -1, -1)
     fractions = {}
     for name, m in (("perfect", perfect), ("random", torch.rand(5, 16, 16, generator=g)), ("adversarial", 1 - perfect)):
-        flips = flip_fractions(embed, a, b, m, m, threshold=0.5, steps=8)
+        flips = flip_fractions(embed, a, b, m, m, threshold=0.5, steps=8, seeds=S5)
         assert flips.match.all()
         fractions[name] = (flips.deletion.mean(), flips.insertion.mean())
         if name == "random":
             counts = (flips.deletion * 256).round().long()
-            ranks = pixel_ranks(m)
+            ranks = pixel_ranks(m, S5)
             canvas = fill_canvas(a, "mean")
             emb = replaced_embeddings(embed, a, canvas, ranks, torch.stack([counts - 1, counts], 1))
             match = F.cosine_similarity(emb, embed(b)[:, None], dim=2) > 0.5
@@ -102,7 +105,7 @@ def test_metric_groups_and_deduplication():
     a, b = four_pixel_pairs()
     good = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).expand(2, 2, 2)
     bad = torch.tensor([[0.0, 1.0], [1.0, 1.0]]).expand(2, 2, 2)
-    flips = flip_fractions(pixel00_embed, a, b, sim_a=good, dis_a=bad, threshold=0.5, steps=4)
+    flips = flip_fractions(pixel00_embed, a, b, sim_key=good, dis_key=bad, threshold=0.5, steps=4, seeds=S2)
     metric = FlipFractionMetric()
     metric.update(flips, torch.tensor([0, 1]))
     metric.update(flips, torch.tensor([0, 1]))  # DDP padding repeats

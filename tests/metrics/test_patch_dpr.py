@@ -13,7 +13,7 @@ from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import VerificationSetError
-from xcos_lightning.metrics import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
+from xcos_lightning.metrics import DPRMetric, dpr_scores, identities_from_folders, make_patched_set, tie_seeds
 from xcos_lightning.metrics.patch_dpr import error_curves, patch_mask
 
 
@@ -121,7 +121,8 @@ def test_dpr_perfect_map_restores_the_decision_fastest():
         # the other map is the reverse ranking, so using the wrong one would be caught.
         sim = torch.stack([1 - good[0], good[1]])
         dis = torch.stack([good[0], 1 - good[1]])
-        scores = dpr_scores(region_embed, patched_a, clean_a, img_b, sim, dis, threshold=0.5, steps=4)
+        scores = dpr_scores(region_embed, patched_a, clean_a, img_b, sim, dis, threshold=0.5, steps=4,
+                            seeds=tie_seeds(0, torch.arange(2)))
         assert scores.shape == (2, 5)
         metric = DPRMetric(threshold=0.5, steps=4)
         metric.update(scores, labels, torch.tensor([0, 1]))

@@ -27,7 +27,7 @@ from torchmetrics import CatMetric, MeanMetric
 
 from xcos_lightning.callbacks.faithfulness_tracker import MEASURES, FaithfulnessTracker
 from xcos_lightning.callbacks.wandb_media import ShownPair, wandb_media
-from xcos_lightning.explain import (Explainer, PairExplanation, RandomMap, create_explainer, fast_embedding,
+from xcos_lightning.explain import (Explainer, PairExplanation, create_explainer, fast_embedding,
                                    list_explainers)
 from xcos_lightning.explain.perturbation import MaskingExplainer
 
@@ -174,11 +174,7 @@ class ExplanationMonitor(L.Callback):
                 if show:
                     shown.append(_shown_pair(model, img_a, img_b, label, index))
                 for name, explainer in explainers.items():
-                    if isinstance(explainer, RandomMap):
-                        # Its generator advances with every call; reseeding per pair gives a pair the same
-                        # map whatever the sharding and epoch.
-                        explainer.generator.manual_seed(self.seed + int(index))
-                    explanation = explainer(img_a, img_b)
+                    explanation = explainer(img_a, img_b, index)
                     values = trackers[name].update(measure_embed, img_a, img_b, explanation, label, index,
                                                    threshold_cos, batch)
                     seconds[name].update(explanation.seconds)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.metrics.faithfulness import (DeletionInsertionMetric, EmbedFn, accepts, fraction_grid,
-                                                 pair_perturbation_scores)
+                                                 pair_perturbation_scores, tie_seeds)
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, flip_fractions
 
 MEASURES = ("deletion_insertion", "flip")
@@ -62,13 +62,14 @@ class FaithfulnessTracker(nn.Module):
         if self.deletion_insertion is not None:
             self.deletion_insertion.threshold = float(threshold)
             deletion, insertion = pair_perturbation_scores(embed_fn, img_a, img_b, explanation, labels, self.steps,
-                                                           self.fill, self.sides, batch_size)
+                                                           self.fill, self.sides, batch_size,
+                                                           seeds=tie_seeds(0, indices))
             self.deletion_insertion.update(deletion, insertion, labels, indices)
             per_pair["deletion"] = pair_auc(deletion, labels, threshold, self.steps)
             per_pair["insertion"] = pair_auc(insertion, labels, threshold, self.steps)
         if self.flip is not None:
-            flips = flip_fractions(embed_fn, img_a, img_b, explanation.sim_a, explanation.dis_a, threshold,
-                                   self.flip_steps, batch_size=batch_size)
+            flips = flip_fractions(embed_fn, img_a, img_b, *explanation.order_keys("a"), threshold,
+                                   self.flip_steps, batch_size=batch_size, seeds=tie_seeds(0, indices))
             self.flip.update(flips, indices)
             per_pair["flip_deletion"], per_pair["flip_insertion"] = flips.deletion.cpu(), flips.insertion.cpu()
         return per_pair

@@ -52,7 +52,8 @@ from xcos_lightning.errors import ModelSpecError, VerificationSetError, XCosErro
 from xcos_lightning.explain.base import Explainer
 from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.registry import create_explainer, list_explainers
-from xcos_lightning.metrics.faithfulness import FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores
+from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric, accepts, pair_perturbation_scores,
+                                                 tie_seeds)
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
                                                    identification_correct, probe_maps, top_k_gallery)
@@ -275,30 +276,33 @@ def evaluate(name: str, explainer: Explainer, embed: Callable[[Tensor], Tensor],
     for n, batch in enumerate(loader if protocols & set(DEFAULT_PROTOCOLS) else (), 1):
         clean_a, patched_a, img_b = (batch[k].to(device) for k in ("img_a_clean", "img_a", "img_b"))
         labels, index = batch["label"], batch["index"]
-        expl = explainer(clean_a, img_b)
+        seeds = tie_seeds(args.seed, index)
+        expl = explainer(clean_a, img_b, index)
         seconds, pairs = seconds + expl.seconds, pairs + len(labels)
         for fill in fills if "deletion" in protocols else ():
             deletion, insertion = pair_perturbation_scores(embed, clean_a, img_b, expl, labels, args.steps, fill,
-                                                           args.sides, batch_size)
+                                                           args.sides, batch_size, seeds=seeds)
             faith[fill].update(deletion.cpu(), insertion.cpu(), labels, index)
         if "flips" in protocols:
-            flip = flip_fractions(embed, clean_a, img_b, expl.sim_a, expl.dis_a, threshold, args.steps, True,
-                                  batch_size)
+            flip = flip_fractions(embed, clean_a, img_b, *expl.order_keys("a"), threshold, args.steps, True,
+                                  batch_size, seeds=seeds)
             flips.update(FlipFractions(*(t.cpu() for t in flip)), index)
         if "dpr" in protocols:
-            patched = explainer(patched_a, img_b)
-            dpr.update(dpr_scores(embed, patched_a, clean_a, img_b, patched.sim_a, patched.dis_a, threshold,
-                                  args.steps, batch_size).cpu(), labels, index)
+            patched = explainer(patched_a, img_b, index)
+            dpr.update(dpr_scores(embed, patched_a, clean_a, img_b, *patched.order_keys("a"), threshold,
+                                  args.steps, batch_size, seeds=seeds).cpu(), labels, index)
         log(f"{name}: batch {n}/{len(loader)}, {pairs} pairs, {time.perf_counter() - start:.1f} s")
     identification = {fill: IdentificationMetric(args.steps) for fill in fills}
     if "identification" in protocols:
         began = time.perf_counter()
-        maps = combine_maps(probe_maps(explainer, ident.probes, ident.gallery, ident.top, args.pair_batch))
+        maps = combine_maps(probe_maps(explainer, ident.probes, ident.gallery, ident.top, args.pair_batch,
+                                       ident.probe_index))
         if not pairs:
             seconds, pairs = time.perf_counter() - began, ident.top.numel()
         for fill in fills:
             d, i = identification_correct(embed, ident.probes, ident.probe_ids, maps, ident.gallery_emb,
-                                          ident.gallery_ids, args.steps, fill, batch_size)
+                                          ident.gallery_ids, args.steps, fill, batch_size,
+                                          seeds=tie_seeds(args.seed, ident.probe_index))
             identification[fill].update(d.cpu(), i.cpu(), ident.probe_index)
         log(f"{name}: identification, {len(ident.probes)} probes x top-{ident.top.shape[1]}, "
             f"{time.perf_counter() - start:.1f} s")

@@ -4,13 +4,19 @@ Each method produces, per image, non-negative evidence for similarity (``pos``) 
 (``neg``), unnormalised (``SideMaps``). Most methods get both from one signed map (its positive and
 negative parts); Grad-CAM++ and xSSAB compute them separately. The base class normalises them the same
 way for every method.
+
+Pixel order (what every faithfulness protocol uses, ``PairExplanation.order_keys``): similarity ranks
+the signed map ``raw`` descending, dissimilarity ranks it ascending, so each map gives one total order
+of all pixels and not only of its positive part; ties are broken by a permutation seeded per pair
+(``pair_seed``), never by the pixels' raster order.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +27,19 @@ from xcos_lightning.errors import DataFormatError
 EmbedFn = Callable[[Tensor], Tensor]
 
 
+def pair_seed(seed: int, index: int, stream: str) -> int:
+    """A 63-bit generator seed for one pair, from the run's ``seed``, the pair's data-set ``index`` and a
+    ``stream`` name (``"ties"``, ``"random/a"``, ...): the same pair gets the same numbers whatever else ran
+    before it, in whichever batch or process, and different streams are unrelated."""
+    digest = hashlib.blake2b(f"{int(seed)}/{int(index)}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def pair_generators(seed: int, indices: Tensor | Sequence[int], stream: str) -> list[torch.Generator]:
+    """One CPU generator per pair index, seeded by ``pair_seed(seed, index, stream)``."""
+    return [torch.Generator().manual_seed(pair_seed(seed, int(i), stream)) for i in indices]
+
+
 @dataclass
 class PairExplanation:
     """Maps explaining a batch of B pairs (A, B) at input resolution H x W.
@@ -29,7 +48,8 @@ class PairExplanation:
     that one map (an all-zero map stays all zero): each of the four maps is ``(B, H, W)`` in ``[0, 1]``
     with its peak at 1, and its pixel ranking (what deletion/insertion use) is the method's own.
     ``raw_* = pos_* - neg_*`` keeps the signed, method-specific magnitudes; for methods with one signed
-    map it is that map (``pos = relu(raw)``, ``neg = relu(-raw)``).
+    map it is that map (``pos = relu(raw)``, ``neg = relu(-raw)``). The protocols rank pixels by ``raw``
+    (``order_keys``), not by the clipped ``sim``/``dis``.
 
     Attributes:
         sim_a, dis_a, sim_b, dis_b: ``(B, H, W)`` float in ``[0, 1]``.
@@ -39,6 +59,8 @@ class PairExplanation:
         seconds: wall time of the whole call.
         threshold: decision threshold the explainer used, if any.
         extras: method-specific tensors (e.g. xCos grids ``S``, ``W``).
+        signed: ``raw`` argues for a match where positive and against it where negative (every method but
+            xCos ``map="W"``, whose ``raw`` is an attention map: where the model looks, for either decision).
     """
 
     sim_a: Tensor
@@ -52,13 +74,25 @@ class PairExplanation:
     seconds: float
     threshold: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    signed: bool = True
+
+    def order_keys(self, side: str = "a") -> tuple[Tensor, Tensor]:
+        """(similarity key, dissimilarity key) ``(B, H, W)`` of image ``side`` (``"a"``/``"b"``): pixels are
+        removed or restored in DESCENDING key order. Signed maps: ``(raw, -raw)``, i.e. the signed map
+        descending for similarity and ascending for dissimilarity; unsigned ones: ``(raw, raw)``."""
+        if side not in ("a", "b"):
+            raise ValueError(f"side must be 'a' or 'b', got {side!r}")
+        raw = self.raw_a if side == "a" else self.raw_b
+        return (raw, -raw) if self.signed else (raw, raw)
 
 
 class SideMaps(NamedTuple):
-    """Unnormalised evidence for one image of each pair: ``pos``, ``neg`` ``(B, H, W)``, both >= 0."""
+    """Unnormalised evidence for one image of each pair: ``pos``, ``neg`` ``(B, H, W)``, both >= 0, and the
+    ranking map ``raw`` ``(B, H, W)`` when it is not ``pos - neg`` (an unsigned map such as xCos's W)."""
 
     pos: Tensor
     neg: Tensor
+    raw: Tensor | None = None
 
     @classmethod
     def from_signed(cls, raw: Tensor) -> "SideMaps":
@@ -67,15 +101,16 @@ class SideMaps(NamedTuple):
 
     def zeros_like(self) -> "SideMaps":
         """All-zero maps of the same shape (a side that was not explained)."""
-        return SideMaps(torch.zeros_like(self.pos), torch.zeros_like(self.neg))
+        return SideMaps(torch.zeros_like(self.pos), torch.zeros_like(self.neg),
+                        None if self.raw is None else torch.zeros_like(self.raw))
 
     def normalised(self, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
-        """(sim, dis, raw): ``pos`` and ``neg`` scaled to peak 1 per pair, and ``pos - neg``."""
+        """(sim, dis, raw): ``pos`` and ``neg`` scaled to peak 1 per pair, and ``raw`` (default ``pos - neg``)."""
 
         def unit_peak(m: Tensor) -> Tensor:
             return m / m.amax(dim=(1, 2), keepdim=True).clamp_min(eps)
 
-        return unit_peak(self.pos), unit_peak(self.neg), self.pos - self.neg
+        return unit_peak(self.pos), unit_peak(self.neg), self.pos - self.neg if self.raw is None else self.raw
 
 
 @contextmanager
@@ -110,6 +145,7 @@ class Explainer:
     """
 
     name = "base"
+    signed = True  # see PairExplanation.signed
     CPU_BATCH_SIZE = 8
     GPU_BATCH_SIZE = 64
 
@@ -127,18 +163,29 @@ class Explainer:
         self.channels_last = channels_last
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._cache: dict[Any, Any] = {}
+        self._index: list[int] | None = None  # pair indices of the current call
 
-    def __call__(self, img_a: Tensor, img_b: Tensor) -> PairExplanation:
-        """Explain pairs ``img_a[i]`` vs ``img_b[i]``: both ``(B, 3, H, W)`` float in ``[0, 1]``."""
+    def __call__(self, img_a: Tensor, img_b: Tensor, index: Tensor | Sequence[int] | None = None) -> PairExplanation:
+        """Explain pairs ``img_a[i]`` vs ``img_b[i]``: both ``(B, 3, H, W)`` float in ``[0, 1]``.
+
+        ``index`` ``(B,)``: the pairs' data-set indices; seeded methods (``random``) then draw each pair's
+        numbers from ``pair_seed(seed, index)``, so they do not depend on the calls made before.
+        """
         _check_pair(img_a, img_b)
+        if index is not None and len(index) != len(img_a):
+            raise ValueError(f"index has {len(index)} entries for {len(img_a)} pairs")
         start = time.perf_counter()
-        side_a, side_b, score, extras = self._explain(img_a, img_b)
+        self._index = None if index is None else [int(i) for i in index]
+        try:
+            side_a, side_b, score, extras = self._explain(img_a, img_b)
+        finally:
+            self._index = None
         if score.is_cuda:
             torch.cuda.synchronize(score.device)  # kernels run asynchronously: time them, not their launch
         sim_a, dis_a, raw_a = side_a.normalised()
         sim_b, dis_b, raw_b = side_b.normalised()
         return PairExplanation(sim_a, dis_a, sim_b, dis_b, raw_a, raw_b, score, self.name,
-                               time.perf_counter() - start, self.threshold, extras)
+                               time.perf_counter() - start, self.threshold, extras, self.signed)
 
     def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         """Evidence maps of both images, clean scores ``(B,)`` and method extras."""

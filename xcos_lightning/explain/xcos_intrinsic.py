@@ -21,12 +21,15 @@ class XCosMapsModel(Protocol):
 
 @register_explainer("xcos")
 class XCosIntrinsic(Explainer):
-    """Signed map = ``S * W`` (each cell's contribution to ``xcos = sum S * W``), nearest-upsampled.
+    """Signed map = ``W * (S - t)`` (each cell's share of the decision margin ``xcos - t = sum W * (S - t)``,
+    since W sums to 1; ``t`` = ``threshold``, 0 when ``None``), nearest-upsampled.
 
-    ``map="S"`` explains with the cell cosines alone (signed: cells with ``S > 0`` argue for a match,
-    ``S < 0`` against) and ``map="W"`` with the attention alone (both the similarity and the
-    dissimilarity map are ``W``: attention says where the model looks, not which way the cell votes),
-    so faithfulness protocols can score each factor of the product separately.
+    Centring on the threshold puts the split between similarity and dissimilarity where the decision is
+    made: cells with ``S > t`` argue for a match, the rest against it (split at 0, a model whose cells all
+    have ``S > 0`` would have no dissimilarity evidence at all). ``map="S"`` explains with ``S - t`` alone
+    and ``map="W"`` with the attention alone (unsigned: both the similarity and the dissimilarity map are
+    ``W``, and both orders rank it descending: attention says where the model looks, not which way the
+    cell votes), so faithfulness protocols can score each factor of the product separately.
 
     Both faces get the same maps: the cells are aligned grid positions of the two faces. Nearest
     upsampling keeps each cell one constant block, since the model says nothing finer. ``score`` is the
@@ -35,8 +38,9 @@ class XCosIntrinsic(Explainer):
 
     Args:
         model: object with ``xcos_maps(img_a, img_b)`` (e.g. the xCos model), in eval mode.
-        threshold: reported with the explanation (the xCos paper centres S's colour map on it).
-        map: ``"contribution"`` (``S * W``), ``"S"`` or ``"W"``: the grid behind the maps.
+        threshold: the xCos decision threshold ``t`` the maps are centred on (the xCos paper centres S's colour
+            map on it); give the threshold of the xCos score, not of the embedding cosine.
+        map: ``"contribution"`` (``W * (S - t)``), ``"S"`` (``S - t``) or ``"W"``: the grid behind the maps.
     """
 
     MAPS = ("contribution", "S", "W")
@@ -47,14 +51,16 @@ class XCosIntrinsic(Explainer):
         if map not in self.MAPS:
             raise ValueError(f"map must be one of {self.MAPS}, got {map!r}")
         self.model, self.map = model, map
+        self.signed = map != "W"
 
     def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         with torch.no_grad():
             cos_grid, attention, xcos = self.model.xcos_maps(img_a, img_b)
-        grids = torch.stack([cos_grid, attention, cos_grid * attention], dim=1).float()
-        s_map, w_map, contribution = F.interpolate(grids, size=img_a.shape[-2:], mode="nearest").unbind(1)
+        margin = cos_grid - (self.threshold or 0.0)
+        grids = torch.stack([cos_grid, attention, margin, margin * attention], dim=1).float()
+        s_map, w_map, s_margin, contribution = F.interpolate(grids, size=img_a.shape[-2:], mode="nearest").unbind(1)
         if self.map == "W":
-            maps = SideMaps(w_map, w_map)
+            maps = SideMaps(w_map, w_map, w_map)
         else:
-            maps = SideMaps.from_signed(s_map if self.map == "S" else contribution)
+            maps = SideMaps.from_signed(s_margin if self.map == "S" else contribution)
         return maps, maps, xcos.float(), {"S": cos_grid, "W": attention, "S_map": s_map, "W_map": w_map}

@@ -7,8 +7,12 @@ Protocol, for ``n`` steps and the fixed clean threshold ``t`` (accept iff ``cos 
   (the clean image for deletion, the bare canvas for insertion), so the curve covers all of ``[0, 1]``;
 - step ``k`` changes the ``round(p_k * H * W)`` top-ranked pixels (all channels) of the explained image:
   deletion replaces them by the canvas, insertion copies them onto the canvas;
-- genuine pairs are explained by their similarity map and count as correct when accepted; impostor pairs
-  by their dissimilarity map and count as correct when rejected; the two groups are reported separately;
+- genuine pairs are explained by their similarity order and count as correct when accepted; impostor pairs
+  by their dissimilarity order and count as correct when rejected; the two groups are reported separately;
+- pixel order (``pixel_ranks``): the similarity order ranks the signed map descending, the dissimilarity
+  order ascending (``PairExplanation.order_keys``); ties (flat regions, e.g. the 16 x 16 px cells of a 7 x 7
+  map) are broken by a permutation seeded per pair (``tie_seeds``), not in raster order, which would delete
+  every tied region top row first and reward maps for being flat;
 - ``accuracy_k`` = share of correct (pair, explained side) trials at step ``k``;
 - ``AUC = 100 * trapezoid(accuracy_k over p_k)`` in ``[0, 100]``: deletion lower = better, insertion
   higher = better.
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from xcos_lightning.explain.base import PairExplanation
+from xcos_lightning.explain.base import PairExplanation, pair_seed
 from xcos_lightning.explain.filters import gaussian_blur
 from xcos_lightning.metrics.verification import _unique_rows
 
@@ -51,18 +55,30 @@ def pixel_counts(fractions: Tensor, pixels: int) -> Tensor:
     return torch.round(fractions.double() * pixels).long()
 
 
-def pixel_ranks(maps: Tensor) -> Tensor:
-    """Rank of every pixel in its map: ``(B, H, W)`` float -> ``(B, H, W)`` long, 0 = most salient.
+def tie_seeds(seed: int, indices: Tensor) -> Tensor:
+    """Tie-breaking seeds ``(B,)`` long of the pairs ``indices`` ``(B,)`` under the run ``seed``
+    (``pair_seed(seed, index, "ties")``): a pair's order never depends on its batch or on other calls."""
+    return torch.tensor([pair_seed(seed, int(i), "ties") for i in indices.flatten().tolist()], dtype=torch.long)
 
-    Ties go to the lower row-major index first (a stable sort), so equal maps, e.g. all-zero ones,
-    give the same order on every device and run.
+
+def pixel_ranks(keys: Tensor, seeds: Tensor) -> Tensor:
+    """Rank of every pixel by descending ``keys``: ``(B, H, W)`` float -> ``(B, H, W)`` long, 0 = first.
+
+    Equal keys are ordered by a random permutation of the pixels drawn from ``seeds[b]`` (``(B,)`` long,
+    ``tie_seeds``): the same seed gives the same order on every device and run, and a constant map gives a
+    seeded random order, not raster order.
     """
-    if not torch.isfinite(maps).all():
+    if not torch.isfinite(keys).all():
         raise ValueError("saliency maps contain NaN or inf; the explainer produced invalid values")
-    flat = maps.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    positions = torch.arange(flat.shape[1], device=maps.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, positions).view(maps.shape)
+    if seeds.shape != keys.shape[:1]:
+        raise ValueError(f"seeds must be ({keys.shape[0]},), one per map, got {tuple(seeds.shape)}")
+    flat = keys.flatten(1)
+    perms = torch.stack([torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(int(seed)))
+                         for seed in seeds.tolist()]).to(keys.device)
+    # A stable sort of the permuted keys keeps ties in permutation order.
+    order = perms.gather(1, torch.argsort(flat.gather(1, perms), dim=1, descending=True, stable=True))
+    positions = torch.arange(flat.shape[1], device=keys.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions).view(keys.shape)
 
 
 def fill_canvas(images: Tensor, fill: str) -> Tensor:
@@ -98,14 +114,15 @@ def replaced_embeddings(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: T
     return torch.cat(out).view(b_count, k_count, -1)
 
 
-def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, maps: Tensor, steps: int,
-                        fill: str = "zero", batch_size: int = 64) -> tuple[Tensor, Tensor]:
+def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, keys: Tensor, steps: int,
+                        fill: str = "zero", batch_size: int = 64, *, seeds: Tensor) -> tuple[Tensor, Tensor]:
     """Cosines ``(B, steps + 1)`` of deleted and of inserted ``images`` against ``partner`` embeddings ``(B, D)``.
 
-    ``images`` ``(B, 3, H, W)`` are ranked by ``maps`` ``(B, H, W)``; column ``k`` is fraction ``k / steps``.
+    ``images`` ``(B, 3, H, W)`` are ranked by descending ``keys`` ``(B, H, W)``, ties by ``seeds`` ``(B,)``
+    (``pixel_ranks``); column ``k`` is fraction ``k / steps``.
     """
-    ranks = pixel_ranks(maps)
-    counts = pixel_counts(fraction_grid(steps), maps[0].numel()).expand(len(images), -1)
+    ranks = pixel_ranks(keys, seeds)
+    counts = pixel_counts(fraction_grid(steps), keys[0].numel()).expand(len(images), -1)
     canvas = fill_canvas(images, fill)
     deleted = replaced_embeddings(embed_fn, images, canvas, ranks, counts, batch_size)
     inserted = replaced_embeddings(embed_fn, canvas, images, ranks, counts, batch_size)
@@ -115,24 +132,24 @@ def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, maps
 
 def pair_perturbation_scores(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, explanation: PairExplanation,
                              labels: Tensor, steps: int, fill: str = "zero", sides: str = "a",
-                             batch_size: int = 64) -> tuple[Tensor, Tensor]:
+                             batch_size: int = 64, *, seeds: Tensor) -> tuple[Tensor, Tensor]:
     """The protocol on a batch of pairs: deletion and insertion cosines ``(B, S, steps + 1)``.
 
-    Each pair's map is its similarity map if ``labels`` (bool ``(B,)``) says genuine, else its
-    dissimilarity map. ``sides``: ``"a"`` perturbs image A against clean B (S = 1), ``"b"`` the reverse,
-    ``"both"`` does each in turn (S = 2, A first); the other image is never perturbed.
+    Each pair's pixels follow its similarity order if ``labels`` (bool ``(B,)``) says genuine, else its
+    dissimilarity order (``explanation.order_keys``), ties by ``seeds`` ``(B,)`` (``tie_seeds``). ``sides``:
+    ``"a"`` perturbs image A against clean B (S = 1), ``"b"`` the reverse, ``"both"`` does each in turn
+    (S = 2, A first); the other image is never perturbed.
     """
     if sides not in ("a", "b", "both"):
         raise ValueError(f"sides must be 'a', 'b' or 'both', got {sides!r}")
     genuine = labels.to(img_a.device).bool()[:, None, None]
     runs = []
     with torch.no_grad():
-        if sides in ("a", "both"):
-            maps = torch.where(genuine, explanation.sim_a, explanation.dis_a)
-            runs.append(perturbation_scores(embed_fn, img_a, embed_fn(img_b), maps, steps, fill, batch_size))
-        if sides in ("b", "both"):
-            maps = torch.where(genuine, explanation.sim_b, explanation.dis_b)
-            runs.append(perturbation_scores(embed_fn, img_b, embed_fn(img_a), maps, steps, fill, batch_size))
+        for side, image, partner in (("a", img_a, img_b), ("b", img_b, img_a)):
+            if sides in (side, "both"):
+                keys = torch.where(genuine, *explanation.order_keys(side))
+                runs.append(perturbation_scores(embed_fn, image, embed_fn(partner), keys, steps, fill, batch_size,
+                                                seeds=seeds))
     return torch.stack([r[0] for r in runs], 1), torch.stack([r[1] for r in runs], 1)
 
 

@@ -2,7 +2,8 @@
 
 Per pair, with the fixed threshold ``t`` (accept iff ``cos > t``) and the clean decision ``d0``:
 
-- the map of image A is the similarity map when ``d0`` is a match, else the dissimilarity map;
+- image A's pixels follow its similarity order (signed map descending) when ``d0`` is a match, else its
+  dissimilarity order (ascending), ties broken by a seeded per-pair permutation (``pixel_ranks``);
 - deletion: the top-ranked pixels of A are replaced by A's per-channel mean colour (S-RISE's fill) until
   the decision differs from ``d0``; the fraction is ``#deleted / #pixels`` (1 if it never flips);
 - insertion: starting from the mean-colour canvas, the top-ranked pixels are copied back until the
@@ -68,17 +69,19 @@ def first_decision(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: Tensor
     return hi, found
 
 
-def flip_fractions(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, sim_a: Tensor, dis_a: Tensor,
-                   threshold: float, steps: int = 100, refine: bool = True, batch_size: int = 64) -> FlipFractions:
+def flip_fractions(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, sim_key: Tensor, dis_key: Tensor,
+                   threshold: float, steps: int = 100, refine: bool = True, batch_size: int = 64, *,
+                   seeds: Tensor) -> FlipFractions:
     """S-RISE deletion/insertion flip fractions of image A of each pair (see the module docstring).
 
-    ``img_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_a``, ``dis_a``: the explanation's maps of
-    A, ``(B, H, W)``.
+    ``img_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_key``, ``dis_key``: image A's similarity and
+    dissimilarity orders ``(B, H, W)`` (``PairExplanation.order_keys("a")``, descending); ``seeds`` ``(B,)``
+    break ties (``tie_seeds``).
     """
     with torch.no_grad():
         emb_a, emb_b = embed_fn(img_a).float(), embed_fn(img_b).float()
     match = accepts(F.cosine_similarity(emb_a, emb_b, dim=1), threshold)
-    ranks = pixel_ranks(torch.where(match[:, None, None], sim_a, dis_a))
+    ranks = pixel_ranks(torch.where(match[:, None, None], sim_key, dis_key), seeds)
     canvas = fill_canvas(img_a, "mean")
     pixels = ranks[0].numel()
     deleted, flipped = first_decision(embed_fn, img_a, canvas, ranks, emb_b, threshold, ~match, steps, refine,

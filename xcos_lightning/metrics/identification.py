@@ -92,16 +92,25 @@ def rank1_correct(emb: Tensor, identities: Tensor, gallery_emb: Tensor, gallery_
 
 
 def probe_maps(explainer: Explainer, probes: Tensor, gallery_images: Tensor, top: Tensor,
-               pairs_per_call: int = 16) -> Tensor:
-    """Similarity maps ``(P, K, H, W)`` of each probe ``(P, 3, H, W)`` explained against its gallery images
-    ``gallery_images[top[p]]`` (``top``: ``(P, K)`` from ``top_k_gallery``), ``pairs_per_call`` pairs at a time."""
+               pairs_per_call: int = 16, probe_index: Tensor | None = None) -> Tensor:
+    """Similarity orders ``(P, K, H, W)`` of each probe ``(P, 3, H, W)`` explained against its gallery images
+    ``gallery_images[top[p]]`` (``top``: ``(P, K)`` from ``top_k_gallery``), ``pairs_per_call`` pairs at a time.
+
+    Each is the probe's similarity key (``PairExplanation.order_keys``) scaled to peak magnitude 1, so the K
+    candidates weigh alike in ``combine_maps``. ``probe_index`` ``(P,)``: the probes' indices, passed to the
+    explainer (seeded methods draw per probe and candidate rank: index ``probe_index * K + k``)."""
     p_count, k_count = top.shape
     probe_rows = torch.arange(p_count, device=top.device).repeat_interleave(k_count)
     gallery_rows = top.flatten()
+    pair_ids = None if probe_index is None else (probe_index.long()[:, None] * k_count
+                                                + torch.arange(k_count)).flatten()
     maps = []
     for start in range(0, len(probe_rows), pairs_per_call):
         rows = slice(start, start + pairs_per_call)
-        maps.append(explainer(probes[probe_rows[rows]], gallery_images[gallery_rows[rows]]).sim_a)
+        expl = explainer(probes[probe_rows[rows]], gallery_images[gallery_rows[rows]],
+                         None if pair_ids is None else pair_ids[rows])
+        key = expl.order_keys("a")[0]
+        maps.append(key / key.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12))
     return torch.cat(maps).view(p_count, k_count, *probes.shape[-2:])
 
 
@@ -118,13 +127,14 @@ def combine_maps(maps: Tensor, how: str = "mean") -> Tensor:
 
 def identification_correct(embed_fn: EmbedFn, probes: Tensor, probe_ids: Tensor, maps: Tensor, gallery_emb: Tensor,
                            gallery_ids: Tensor, steps: int = 20, fill: str = "zero",
-                           batch_size: int = 64) -> tuple[Tensor, Tensor]:
+                           batch_size: int = 64, *, seeds: Tensor) -> tuple[Tensor, Tensor]:
     """Rank-1 correctness ``(P, steps + 1)`` bool of deleted and of inserted probes.
 
-    ``probes`` ``(P, 3, H, W)`` in ``[0, 1]`` with identities ``probe_ids`` ``(P,)``, ranked by ``maps``
-    ``(P, H, W)``; ``gallery_emb`` ``(G, D)`` with identities ``gallery_ids`` ``(G,)``.
+    ``probes`` ``(P, 3, H, W)`` in ``[0, 1]`` with identities ``probe_ids`` ``(P,)``, ranked by descending
+    ``maps`` ``(P, H, W)``, ties by ``seeds`` ``(P,)``; ``gallery_emb`` ``(G, D)`` with identities
+    ``gallery_ids`` ``(G,)``.
     """
-    ranks = pixel_ranks(maps)
+    ranks = pixel_ranks(maps, seeds)
     counts = pixel_counts(fraction_grid(steps), maps[0].numel()).expand(len(probes), -1)
     canvas = fill_canvas(probes, fill)
     ids = probe_ids[:, None].expand(-1, steps + 1)

@@ -14,7 +14,8 @@ from the donor at the same position (aligned faces: same face region):
 - impostor pairs: the pair's own image B (induces false matches).
 
 DPR, at the fixed clean threshold ``t`` (accept iff ``cos > t``): the explanation of the PATCHED pair
-ranks A's pixels by its similarity map if the patched pair is a match, else by its dissimilarity map;
+ranks A's pixels by its similarity order (signed map descending) if the patched pair is a match, else by
+its dissimilarity order (signed map ascending);
 for fractions ``p_k = k / n`` (``n = 20``: 0, 5%, ..., 95%, 100%) the ``round(p_k * H * W)`` top-ranked
 pixels of the patched A get their original values back (a no-op outside the patches) and FMR (impostor
 pairs accepted) and FNMR (genuine pairs rejected) are recomputed. ``p_0`` is the patched set, ``p_n``
@@ -130,17 +131,20 @@ def make_patched_set(pair_set: PairSet, identities: np.ndarray | None = None, se
     return PatchedPairSet(pair_set, positions, choose_donors(pair_set, identities, seed), patch_size)
 
 
-def dpr_scores(embed_fn: EmbedFn, patched_a: Tensor, clean_a: Tensor, img_b: Tensor, sim_a: Tensor, dis_a: Tensor,
-               threshold: float, steps: int = 20, batch_size: int = 64) -> Tensor:
+def dpr_scores(embed_fn: EmbedFn, patched_a: Tensor, clean_a: Tensor, img_b: Tensor, sim_key: Tensor,
+               dis_key: Tensor, threshold: float, steps: int = 20, batch_size: int = 64, *, seeds: Tensor) -> Tensor:
     """Cosines ``(B, steps + 1)`` of the patched pairs as the top ``k / steps`` of A's pixels are restored.
 
-    ``patched_a``, ``clean_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_a``, ``dis_a``: maps
-    ``(B, H, W)`` explaining the PATCHED pairs. The map is chosen per pair by the patched decision.
+    ``patched_a``, ``clean_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_key``, ``dis_key``: the
+    similarity and dissimilarity orders ``(B, H, W)`` of the explanation of the PATCHED pairs
+    (``PairExplanation.order_keys``: for xSSAB its combined map ``pos - neg`` descending, as in the paper),
+    pixels taken in descending key order, ties by ``seeds`` ``(B,)``. The order is chosen per pair by the
+    patched decision.
     """
     with torch.no_grad():
         emb_p, emb_b = embed_fn(patched_a).float(), embed_fn(img_b).float()
     match = accepts(F.cosine_similarity(emb_p, emb_b, dim=1), threshold)[:, None, None]
-    ranks = pixel_ranks(torch.where(match, sim_a, dis_a))
+    ranks = pixel_ranks(torch.where(match, sim_key, dis_key), seeds)
     counts = pixel_counts(fraction_grid(steps), ranks[0].numel()).expand(len(patched_a), -1)
     emb = replaced_embeddings(embed_fn, patched_a, clean_a, ranks, counts, batch_size)
     return F.cosine_similarity(emb, emb_b[:, None], dim=2)
