@@ -116,10 +116,16 @@ def _refuse_foreign_imports(value: object, ckpt_path: str, trusted: set[str], wh
             "your config or on the command line (e.g. --model.teacher) and resume again.")
 
 
-def main(args: list[str] | None = None) -> XCosCLI:
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; returns None, so a console script (``sys.exit(main())``) exits 0 on success.
+
+    Configs are read in omegaconf+ mode: an interpolation such as ``${....default_root_dir}`` resolves after
+    every ``--config`` file and command-line value are merged, so an experiment writes its run folder once
+    and ``--trainer.default_root_dir`` moves the logger's and the checkpoints' folders with it.
+    """
     failed = True
     try:
-        cli = XCosCLI(
+        XCosCLI(
             XCosModule,
             LightningDataModule,
             subclass_mode_data=True,
@@ -127,9 +133,9 @@ def main(args: list[str] | None = None) -> XCosCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
             auto_configure_optimizers=False,
+            parser_kwargs={"parser_mode": "omegaconf+"},
         )
         failed = False
-        return cli
     finally:
         _finish_wandb(exit_code=int(failed))
 
