@@ -7,8 +7,9 @@ Sized for one run of at most 4 minutes on one GPU (H200 class). Three sections, 
    CUDA, 32-true on the CPU), SGD momentum 0.9, on 4 distinct random batches already on the device, cycled
    (pixel values do not change the cost of a step). ``--warmup`` untimed steps, then ``--steps`` timed ones,
    with the device synchronised at both ends. Rows:
-   - ``bare floor, channels-last``: trunk + grid head + ArcFace in a plain loop (autocast, zero_grad,
-     backward, step), model in channels-last (``models.device.set_channels_last``);
+   - ``bare floor, contiguous (NCHW)`` and ``bare floor, channels-last``: trunk + grid head + ArcFace in a
+     plain loop (autocast, zero_grad, backward, step), the model in the default memory format, then in
+     channels-last (``models.device.set_channels_last``);
    - ``bare floor, channels-last + compile``: the same after ``models.device.compile_trunk`` (inductor on
      CUDA, ``eager`` with ``--smoke``); the compile seconds of its first step are printed;
    - ``bare xCos, channels-last``: the floor plus attention and the MSE of xCos to the detached self cosine
@@ -16,7 +17,8 @@ Sized for one run of at most 4 minutes on one GPU (H200 class). Three sections, 
    - ``Lightning xCos`` / ``Lightning ArcFace-only``: ``XCosModule`` with every switch as shipped
      (``channels_last: auto``, ``compile: false``, teacher ``self``, ``nonfinite: raise``) fitted by
      ``lightning.Trainer`` with ``gradient_clip_val`` 5 as in ``configs/ms1m``, no logger, checkpoints,
-     progress bar or validation. Targets: xCos >= 0.9x and ArcFace-only >= 0.95x the compiled floor.
+     progress bar or validation (``--lightning-channels-last true|false`` overrides the memory format).
+     Targets: xCos >= 0.9x and ArcFace-only >= 0.95x the compiled floor.
 2. Verification: ``xcos_lightning.evaluate.score_pair_set`` (the engine of ``explain.py verify``: decoding
    workers, flip TTA, ``--verify-batch`` pairs per forward, bf16 on CUDA) on ``--verify-data`` (default
    LFW under the shared folder, else random pairs in memory) against the same ``pair_scores`` forward on batches
@@ -116,11 +118,11 @@ def batches(args: argparse.Namespace, device: torch.device) -> list[dict[str, Te
 
 # ------------------------------------------------------------------------------------------------ training
 def bare_loop(args: argparse.Namespace, device: torch.device, data: list[dict[str, Tensor]], xcos: bool,
-              compiled: bool) -> dict[str, float]:
-    """Seconds per timed step (and compile seconds) of the plain loop; channels-last model."""
+              compiled: bool, channels_last: bool = True) -> dict[str, float]:
+    """Seconds per timed step (and of the first step, compilation included) of the plain loop."""
     torch.manual_seed(0)
     model = XCosModel(backbone(args, args.trunk), LearnedAttention(32) if xcos else None).to(device)
-    set_channels_last(model, True)
+    set_channels_last(model, channels_last)
     head = ArcFace(model.embedding_dim, args.classes).to(device)
     reports: list[str] = []
     if compiled:
@@ -175,7 +177,8 @@ def lightning_step(args: argparse.Namespace, device: torch.device, data: list[di
                    xcos: bool) -> dict[str, float]:
     """Seconds per timed step of ``XCosModule`` as shipped in ``lightning.Trainer``."""
     torch.manual_seed(0)
-    module = XCosModule(backbone(args, args.trunk), num_classes=args.classes, xcos=xcos, lr=0.01)
+    module = XCosModule(backbone(args, args.trunk), num_classes=args.classes, xcos=xcos, lr=0.01,
+                        channels_last=args.lightning_channels_last)
     total = args.warmup + args.steps
     window = StepWindow(args.warmup, total - 1)
     loader = DataLoader([data[i % 4] for i in range(total)], batch_size=None)  # items are whole batches
@@ -193,12 +196,16 @@ def lightning_step(args: argparse.Namespace, device: torch.device, data: list[di
 
 def training_section(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, float]]:
     data = batches(args, device)
+    cl = args.lightning_channels_last
+    shipped = "as shipped" if cl == "auto" else f"channels_last={str(cl).lower()}"
     rows = {
+        "bare floor, contiguous (NCHW)": lambda: bare_loop(args, device, data, xcos=False, compiled=False,
+                                                           channels_last=False),
         "bare floor, channels-last": lambda: bare_loop(args, device, data, xcos=False, compiled=False),
         "bare floor, channels-last + compile": lambda: bare_loop(args, device, data, xcos=False, compiled=True),
         "bare xCos, channels-last": lambda: bare_loop(args, device, data, xcos=True, compiled=False),
-        "Lightning xCos, as shipped": lambda: lightning_step(args, device, data, xcos=True),
-        "Lightning ArcFace-only, as shipped": lambda: lightning_step(args, device, data, xcos=False),
+        f"Lightning xCos, {shipped}": lambda: lightning_step(args, device, data, xcos=True),
+        f"Lightning ArcFace-only, {shipped}": lambda: lightning_step(args, device, data, xcos=False),
     }
     results = {}
     for name, run in rows.items():
@@ -214,7 +221,7 @@ def training_section(args: argparse.Namespace, device: torch.device) -> dict[str
               f"| {floor / r['s_per_step']:.2f} | {r['peak_gib']:.2f} |")
     compiled = results["bare floor, channels-last + compile"]
     print(f"\ncompiled floor: first step (compilation included) {compiled['first_step_s']:.1f} s; Lightning "
-          f"models channels-last: {bool(results['Lightning xCos, as shipped']['channels_last'])}; targets "
+          f"models channels-last: {bool(results[f'Lightning xCos, {shipped}']['channels_last'])}; targets "
           "xCos >= 0.90x, ArcFace-only >= 0.95x the compiled floor")
     return results
 
@@ -315,6 +322,10 @@ def explanation_section(args: argparse.Namespace, device: torch.device, trunks: 
     return results
 
 
+def channels_last_setting(text: str) -> bool | str:
+    return {"true": True, "false": False, "auto": "auto"}[text.lower()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda[:i] or cpu")
@@ -328,6 +339,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--lightning-channels-last", type=channels_last_setting, default="auto",
+                        help="XCosModule(channels_last=...) of the Lightning rows: auto (as shipped), true or false")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark for every row")
     parser.add_argument("--explain-trunks", default="iresnet50,mobilefacenet")
     parser.add_argument("--n-masks", type=int, default=1000, help="CorrRISE masks")
