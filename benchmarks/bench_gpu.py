@@ -6,7 +6,7 @@ Sized for one run of at most 4 minutes on one GPU (H200 class). Three sections, 
    identities, ``--pairs`` pairs (2 x pairs images of 112 x 112) per step, ``--precision`` (bf16-mixed on
    CUDA, 32-true on the CPU), SGD momentum 0.9, on 4 distinct random batches already on the device, cycled
    (pixel values do not change the cost of a step). ``--warmup`` untimed steps, then ``--steps`` timed ones,
-   with the device synchronised at both ends. Rows:
+   with the device synchronised at both ends; ``--rounds`` interleaved repetitions (medians). Rows:
    - ``bare floor, contiguous (NCHW)`` and ``bare floor, channels-last``: trunk + grid head + ArcFace in a
      plain loop (autocast, zero_grad, backward, step), the model in the default memory format, then in
      channels-last (``models.device.set_channels_last``);
@@ -207,14 +207,20 @@ def training_section(args: argparse.Namespace, device: torch.device) -> dict[str
         f"Lightning xCos, {shipped}": lambda: lightning_step(args, device, data, xcos=True),
         f"Lightning ArcFace-only, {shipped}": lambda: lightning_step(args, device, data, xcos=False),
     }
-    results = {}
-    for name, run in rows.items():
-        results[name] = run()
-        print(f"  {name}: {1000 * results[name]['s_per_step']:.1f} ms/step", flush=True)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in rows}
+    names = list(rows)
+    for r in range(args.rounds):
+        # Each round starts with another row: on a shared machine the load drifts between rows.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(rows[name]())
+            print(f"  round {r + 1}: {name}: {1000 * runs[name][-1]['s_per_step']:.1f} ms/step", flush=True)
+    results = {name: {**r[0], "s_per_step": statistics.median(x["s_per_step"] for x in r),
+                      "peak_gib": max(x["peak_gib"] for x in r)} for name, r in runs.items()}
     images = 2 * args.pairs
     floor = results["bare floor, channels-last + compile"]["s_per_step"]
     print(f"\n### Training step: {args.trunk} grid backbone + ArcFace, {args.classes} classes, {images} images "
-          f"per step, {args.precision}\n")
+          f"per step, {args.precision}; {args.warmup} warm-up + {args.steps} timed steps, median of {args.rounds} "
+          f"interleaved rounds; load average {os.getloadavg()[0]:.1f}\n")
     print("| step | ms / step | images/s | x compiled floor | peak memory GiB |\n|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {1000 * r['s_per_step']:.1f} | {images / r['s_per_step']:,.0f} "
@@ -338,6 +344,7 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="training precision (default bf16-mixed on CUDA, else 32-true)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of the training rows")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--lightning-channels-last", type=channels_last_setting, default="auto",
                         help="XCosModule(channels_last=...) of the Lightning rows: auto (as shipped), true or false")
