@@ -162,24 +162,22 @@ class XCosModule(L.LightningModule):
         checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
         checkpoint["skipped_bad_records"] = int(self.skipped_bad_records)
         # Every rank saves (rank 0 writes): the head's momentum is gathered to the full (C, D) like its weight.
-        for entry in self._head_optimizer_state(checkpoint):
-            for key, value in entry.items():
-                if isinstance(value, Tensor) and self.head.is_class_tensor(value):
-                    entry[key] = self.head.gather_rows(value)
+        self._map_head_optimizer_state(checkpoint, self.head.gather_rows if isinstance(self.head, PartialFC) else None)
 
-    def _head_optimizer_state(self, checkpoint: dict) -> list[dict]:
-        """The per-parameter state entries of the PartialFC head's SGD in ``checkpoint`` (none otherwise)."""
+    def _map_head_optimizer_state(self, checkpoint: dict, fn) -> None:
+        """Replace each per-class tensor of the PartialFC head's SGD state in ``checkpoint`` by ``fn`` of it.
+        The entries are new dicts: ``optimizer.state_dict()`` shares them with the live optimizer."""
         if not isinstance(self.head, PartialFC) or not checkpoint.get("optimizer_states"):
-            return []
-        return list(checkpoint["optimizer_states"][0]["optimizers"][1]["state"].values())
+            return
+        state = checkpoint["optimizer_states"][0]["optimizers"][1]["state"]
+        for index, entry in state.items():
+            state[index] = {key: fn(value) if isinstance(value, Tensor) and self.head.is_class_tensor(value) else value
+                            for key, value in entry.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Called before the weights and optimizer states are restored: keep this rank's rows of the momentum
         # (the weight's own state-dict loading keeps its rows).
-        for entry in self._head_optimizer_state(checkpoint):
-            for key, value in entry.items():
-                if isinstance(value, Tensor) and value.ndim == 2 and value.shape[0] == self.head.num_classes:
-                    entry[key] = self.head.shard_rows(value)
+        self._map_head_optimizer_state(checkpoint, self.head.shard_rows if isinstance(self.head, PartialFC) else None)
         self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
         self.skipped_bad_records.fill_(int(checkpoint.get("skipped_bad_records", 0)))
 
@@ -249,6 +247,20 @@ class XCosModule(L.LightningModule):
         optimizer = JointOptimizer(optimizers)
         # One scheduler, one factor per parameter group: MultiStep for SGD, StepLR for the attention.
         return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factors)}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, except that a sharded head's norm counts every rank's centres: each rank must
+        scale its replicated (DDP-averaged) gradients by the same factor, or the replicas drift apart."""
+        sharded = isinstance(self.head, PartialFC) and self.head.world_size > 1
+        if not (sharded and gradient_clip_val and gradient_clip_algorithm in (None, "norm")):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        head = {id(p) for p in self.head.parameters()}
+        shard = torch.nn.utils.get_total_norm([p.grad for p in params if id(p) in head]) ** 2
+        torch.distributed.all_reduce(shard, group=self.head.group)
+        replicated = torch.nn.utils.get_total_norm([p.grad for p in params if id(p) not in head]) ** 2
+        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, (shard + replicated).sqrt())
 
     def configure_model(self) -> None:
         """Memory format (``channels_last``) and compilation (``compile``) for the Trainer's device."""

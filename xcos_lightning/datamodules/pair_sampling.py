@@ -112,7 +112,8 @@ class PairLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         saved = (state["batch_size"], state["num_samples"])
-        if saved != (self.batch_size, self.sampler.num_samples) and state["batches_done"] < len(self):
+        # Mid-epoch = fewer batches done than the saved run's epoch had (this run's may have more or fewer).
+        if saved != (self.batch_size, self.sampler.num_samples) and state["batches_done"] < saved[1] // saved[0]:
             raise ValueError(f"the checkpoint stopped mid-epoch with batch_size={saved[0]} and {saved[1]} training "
                              f"images per process, this run has batch_size={self.batch_size} and "
                              f"{self.sampler.num_samples}: resume with the same data, batch size and devices, or "

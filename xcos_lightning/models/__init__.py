@@ -1,6 +1,7 @@
 """Face networks: backbones (registry), grid head, margin heads, xCos attention, teacher."""
 from xcos_lightning.models.backbone import GridBackbone, GridHead, create_backbone
 from xcos_lightning.models.margins import ArcFace, CosFace, MarginHead
+from xcos_lightning.models.partial_fc import PartialArcFace, PartialCosFace, PartialFC
 from xcos_lightning.models.registry import create_trunk, list_trunks, register_trunk
 from xcos_lightning.models.teacher import Teacher
 from xcos_lightning.models.xcos import CorrelationAttention, LearnedAttention, UniformAttention
@@ -8,5 +9,5 @@ from xcos_lightning.models.xcos_model import XCosModel
 
 __all__ = [
     "ArcFace", "CorrelationAttention", "CosFace", "GridBackbone", "GridHead", "LearnedAttention", "MarginHead",
-    "Teacher", "UniformAttention", "XCosModel", "create_backbone", "create_trunk", "list_trunks", "register_trunk",
+    "PartialArcFace", "PartialCosFace", "PartialFC", "Teacher", "UniformAttention", "XCosModel", "create_backbone", "create_trunk", "list_trunks", "register_trunk",
 ]
