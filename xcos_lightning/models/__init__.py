@@ -9,5 +9,6 @@ from xcos_lightning.models.xcos_model import XCosModel
 
 __all__ = [
     "ArcFace", "CorrelationAttention", "CosFace", "GridBackbone", "GridHead", "LearnedAttention", "MarginHead",
-    "PartialArcFace", "PartialCosFace", "PartialFC", "Teacher", "UniformAttention", "XCosModel", "create_backbone", "create_trunk", "list_trunks", "register_trunk",
+    "PartialArcFace", "PartialCosFace", "PartialFC", "Teacher", "UniformAttention", "XCosModel", "create_backbone",
+    "create_trunk", "list_trunks", "register_trunk",
 ]
