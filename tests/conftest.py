@@ -38,6 +38,8 @@ def _isolated_wandb(tmp_path, monkeypatch):
     for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # landmark cache of --align: never the user's ~/.cache, and never shared between tests
+    monkeypatch.setenv("XCOS_CACHE_DIR", str(tmp_path / "xcos_cache"))
     # An in-process W&B run (e.g. a callback test) leaves WANDB_SERVICE in os.environ; a train.py subprocess
     # inheriting it attaches to that test's service, which writes the run's .wandb log somewhere else.
     monkeypatch.delenv("WANDB_SERVICE", raising=False)

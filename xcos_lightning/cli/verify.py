@@ -6,6 +6,9 @@
 - ``--model``: a ``.ckpt`` of this framework (xCos models also get the ``xcos`` score) or ``<format>:<path>``.
 - ``--data``: ``set.bin`` | ``lfw:<folder>`` (default crop: 120 px around (125, 125) of the 250x250 images,
   resized to 112) | ``pairs:<root>:<pairs file>``; repeat for several sets. ``--crop`` overrides the crop.
+- ``--align mtcnn``: detect every image's face (five landmarks) and warp it onto the ArcFace template, as the
+  ``.bin`` sets and the papers are; landmarks are cached by file content, so a second run skips detection.
+  Default ``none`` (the SPEC's crop), so numbers stay comparable with sets that are aligned already.
 - Scores: embed each image and its mirror (``--no-flip`` to skip), sum, L2-normalise, cosine; xCos models
   score pairs themselves (``cos`` of the flip-summed grids, and ``xcos``), as in training validation.
 - Metrics: 10-fold accuracy (contiguous folds in file order; threshold chosen on 9 folds) mean +- std,
@@ -22,6 +25,7 @@ import time
 
 import torch
 
+from xcos_lightning.cli.face_args import add_align_args, make_aligner
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import VerificationSetError
@@ -48,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
+    add_align_args(parser)
     return parser
 
 
@@ -55,11 +60,11 @@ def log(message: str) -> None:
     print(f"[verify] {message}", file=sys.stderr, flush=True)
 
 
-def load_sets(specs: list[str], size: int, crop: int | None) -> dict[str, PairSet]:
-    """Every pair set, checked before any model runs (a broken set fails fast)."""
+def load_sets(specs: list[str], size: int, crop: int | None, aligner=None, num_workers: int = 0) -> dict[str, PairSet]:
+    """Every pair set, checked (and with ``aligner`` aligned) before any model runs (a broken set fails fast)."""
     sets = {}
     for spec in dict.fromkeys(specs):
-        pair_set = load_pair_set(spec, size=size, crop=crop)
+        pair_set = load_pair_set(spec, size=size, crop=crop, aligner=aligner, num_workers=num_workers)
         if len(pair_set) < FOLDS:
             raise VerificationSetError(f"{spec}: {len(pair_set)} pairs; {FOLDS}-fold accuracy needs at least {FOLDS}")
         sets[spec] = pair_set
@@ -90,8 +95,12 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], sizes: dict[st
 
 def run(args: argparse.Namespace) -> int:
     """Score every ``--data`` set with ``--model``; 0 on success (errors propagate as XCosError)."""
-    sets = load_sets(args.data, args.size, args.crop)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    start = time.perf_counter()
+    sets = load_sets(args.data, args.size, args.crop, make_aligner(args, (args.size, args.size), device),
+                     args.num_workers)
+    if args.align != "none":
+        log(f"aligned with {args.align} in {time.perf_counter() - start:.1f} s")
     model = load_model(args.model).to(device).eval()
     results, sizes = {}, {}
     for spec, pair_set in sets.items():
@@ -103,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         sizes[spec] = (len(labels), int((~labels).sum()))
         log(f"{spec}: {len(labels)} pairs scored in {time.perf_counter() - start:.1f} s on {device}")
     flip = "off" if args.no_flip else "on"
-    print(f"model {args.model}; flip TTA {flip}; {args.size} px faces\n")
+    faces = "centre crop" if args.align == "none" else f"aligned by {args.align}"
+    print(f"model {args.model}; flip TTA {flip}; {args.size} px faces, {faces}\n")
     print(format_table(results, sizes))
     if args.json:
         print(json.dumps({**results, "model": args.model}))

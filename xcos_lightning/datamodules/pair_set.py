@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xcos_lightning.datamodules.image_io import encode_for_storage, open_image, prepare, to_tensor
+from xcos_lightning.align import FaceAligner
+from xcos_lightning.datamodules.aligned import SourceAlignment
+from xcos_lightning.datamodules.image_io import encode_image, encode_for_storage, open_image, prepare, to_tensor
 from xcos_lightning.errors import VerificationSetError
 
 Source = bytes | Path
@@ -20,7 +22,8 @@ class PairSet(Dataset):
 
     ``labels`` is bool ``(N,)``, True = genuine (same identity). Each image is centre-cropped to a
     ``crop`` x ``crop`` square around ``crop_center`` (default: image centre) if ``crop`` is set, then
-    resized to ``size``. Items: ``{"img_a", "img_b": float32 (3, size, size) RGB in [0, 1],
+    resized to ``size``; after :meth:`align` its detected face is warped onto the template instead (the crop
+    is the fallback of photos without a face when the aligner allows it). Items: ``{"img_a", "img_b": float32 (3, size, size) RGB in [0, 1],
     "label": bool tensor (), "index": int}``.
     """
 
@@ -29,6 +32,7 @@ class PairSet(Dataset):
         self.sources = [s if isinstance(s, bytes) else Path(s) for s in sources]
         self.labels = np.asarray(labels, dtype=bool).reshape(-1)
         self.name, self.size, self.crop, self.crop_center = name, size, crop, crop_center
+        self.alignment: SourceAlignment | None = None
         if len(self.sources) != 2 * len(self.labels):
             raise VerificationSetError(f"{name}: {len(self.sources)} images for {len(self.labels)} pairs; "
                                        "a pair set needs exactly two images per label")
@@ -41,10 +45,22 @@ class PairSet(Dataset):
         source = self.sources[j]
         return f"{self.name}: pair {j // 2} image {j % 2} ({source if isinstance(source, Path) else 'bytes'})"
 
+    def align(self, aligner: FaceAligner, num_workers: int = 0, progress: bool = True) -> "PairSet":
+        """Detect the face of every image (cached landmarks are reused) so that items are aligned faces;
+        returns ``self``. Raises NoFaceError naming the first image without a face unless the aligner's
+        ``on_miss`` is ``"crop"``."""
+        if aligner.size != (self.size, self.size):
+            raise VerificationSetError(f"{self.name}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
+                                       f"the set {self.size}x{self.size}")
+        self.alignment = SourceAlignment(aligner, self.sources, self.name, num_workers, progress)
+        return self
+
     def load_image(self, j: int) -> np.ndarray:
-        """Image ``j`` after crop/resize: uint8 RGB ``(size, size, 3)``."""
+        """Image ``j`` after alignment or crop/resize: uint8 RGB ``(size, size, 3)``."""
         where = self.describe(j)
-        return prepare(open_image(self.sources[j], where), self.size, self.crop, self.crop_center, where)
+        image = open_image(self.sources[j], where)
+        aligned = None if self.alignment is None else self.alignment.warp(j, image)
+        return aligned if aligned is not None else prepare(image, self.size, self.crop, self.crop_center, where)
 
     def __getitem__(self, i: int) -> dict:
         return {"img_a": to_tensor(self.load_image(2 * i)), "img_b": to_tensor(self.load_image(2 * i + 1)),
@@ -81,9 +97,11 @@ class PairSet(Dataset):
     def save_bin(self, path: str | Path, fmt: str = "JPEG") -> Path:
         """Write an insightface ``.bin``: pickle of (2N encoded ``size`` x ``size`` images, N bools).
 
-        Images that need no crop/resize keep their original bytes; the others are encoded as ``fmt``.
+        Images that need no crop/resize keep their original bytes; the others (aligned ones included) are
+        encoded as ``fmt``.
         """
         images = [encode_for_storage(s, self.size, self.crop, self.crop_center, self.describe(j), fmt)
+                  if self.alignment is None else encode_image(self.load_image(j), fmt)
                   for j, s in enumerate(self.sources)]
         path = Path(path)
         with open(path, "wb") as f:

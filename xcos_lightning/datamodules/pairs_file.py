@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from xcos_lightning.align import FaceAligner
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.verification_bin import load_bin
 from xcos_lightning.errors import DataFormatError
@@ -88,23 +89,30 @@ def read_pairs_file(pairs_path: str | Path, root: str | Path, size: int = 112, c
     return pair_set.check() if check else pair_set
 
 
-def load_pair_set(spec: str, size: int = 112, crop: int | None = None, check: bool = True) -> PairSet:
+def load_pair_set(spec: str, size: int = 112, crop: int | None = None, check: bool = True,
+                  aligner: FaceAligner | None = None, num_workers: int = 0) -> PairSet:
     """Resolve a ``data SPEC`` into a PairSet of ``size`` x ``size`` faces.
 
     - ``path/to/set.bin``: insightface verification ``.bin`` (already aligned; ``crop`` optional).
     - ``lfw:<folder>``: ``<folder>/pairs.txt`` + identity folders of 250x250 deep-funneled LFW; unless
       ``crop`` is given, a 120 px square around (125, 125) is cut, then resized to ``size``.
     - ``pairs:<root>:<pairs file>``: any LFW-style pairs file over identity folders under ``root``.
+
+    With ``aligner`` every image's face is detected (``num_workers`` decoding workers; landmarks cached) and
+    warped onto the template; the crop above is then only the fallback of images without a face.
     """
     if spec.startswith("lfw:"):
         folder = Path(spec[len("lfw:"):])
-        return read_pairs_file(folder / "pairs.txt", folder, size, LFW_CROP if crop is None else crop,
-                               LFW_CENTER, check=check)
-    if spec.startswith("pairs:"):
+        pair_set = read_pairs_file(folder / "pairs.txt", folder, size, LFW_CROP if crop is None else crop,
+                                   LFW_CENTER, check=check)
+    elif spec.startswith("pairs:"):
         fields = spec.split(":", 2)
         if len(fields) != 3 or not fields[1] or not fields[2]:
             raise DataFormatError(f"data spec {spec!r}: expected 'pairs:<root>:<pairs file>'")
-        return read_pairs_file(fields[2], fields[1], size, crop, check=check)
-    if spec.endswith(".bin"):
-        return load_bin(spec, size, crop, check=check)
-    raise DataFormatError(f"data spec {spec!r}: expected a .bin path, 'lfw:<folder>' or 'pairs:<root>:<pairs file>'")
+        pair_set = read_pairs_file(fields[2], fields[1], size, crop, check=check)
+    elif spec.endswith(".bin"):
+        pair_set = load_bin(spec, size, crop, check=check)
+    else:
+        raise DataFormatError(f"data spec {spec!r}: expected a .bin path, 'lfw:<folder>' or "
+                              "'pairs:<root>:<pairs file>'")
+    return pair_set if aligner is None else pair_set.align(aligner, num_workers)

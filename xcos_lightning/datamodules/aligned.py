@@ -1,0 +1,78 @@
+"""Alignment of a list of image sources (files or encoded bytes): one detection pass, then cheap warps.
+
+Datasets that accept ``aligner`` (:class:`~xcos_lightning.datamodules.pair_set.PairSet`,
+:class:`~xcos_lightning.datamodules.image_folder.IdentityFolderDataset`) build a :class:`SourceAlignment` when
+opened: every distinct photo is detected once (decoded in DataLoader workers, landmarks cached on disk by
+content), the face to use is chosen, and loading an item is decode + one affine warp.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from xcos_lightning.align import MAX_UPSCALE, Face, FaceAligner, content_key
+from xcos_lightning.datamodules.image_io import open_image
+
+Source = bytes | Path
+
+
+class _Decoder:
+    """``decoder(i)`` -> uint8 RGB ``(H, W, 3)`` of ``sources[i]``; picklable, so DataLoader workers decode."""
+
+    def __init__(self, sources: Sequence[Source], name: str) -> None:
+        self.sources, self.name = list(sources), name
+
+    def __call__(self, i: int) -> np.ndarray:
+        source = self.sources[i]
+        return np.asarray(open_image(source, f"{self.name}: {source if isinstance(source, Path) else f'image {i}'}"))
+
+
+def _read(source: Source) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+class SourceAlignment:
+    """The chosen :class:`Face` of each of ``sources`` (``None``: no face, the caller's centre crop is used).
+
+    Raises :class:`~xcos_lightning.align.NoFaceError` naming the first photo without a face when the aligner's
+    ``on_miss`` is ``"error"``. Counts ``misses`` (centre-cropped), ``multi`` (photos with several faces) and
+    ``small`` (faces upscaled more than ``MAX_UPSCALE``), each warned once for the whole set.
+    """
+
+    def __init__(self, aligner: FaceAligner, sources: Sequence[Source], name: str, num_workers: int = 0,
+                 progress: bool = True) -> None:
+        self.aligner, self.size = aligner, aligner.size
+        sources = list(sources)
+        keys = [content_key(_read(s)) for s in sources]
+        found = aligner.detect(keys, _Decoder(sources, name), num_workers=num_workers, progress=progress,
+                               desc=f"{name}: detecting faces")
+        self.faces: list[Face | None] = []
+        misses, multi, small = [], 0, 0
+        for source, faces in zip(sources, found):
+            where = f"{name}: {source if isinstance(source, Path) else 'image'}"
+            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as img:
+                shape = (img.height, img.width)
+            located = aligner.choose(faces, shape, where)
+            face = None if located.chosen is None else located.faces[located.chosen]
+            misses += [where] if face is None else []
+            multi += len(faces) > 1
+            small += face is not None and aligner.upscale(face) > MAX_UPSCALE
+            self.faces.append(face)
+        self.misses, self.multi, self.small = len(misses), multi, small
+        if misses:
+            warnings.warn(f"{name}: no face found in {len(misses)} of {len(sources)} images (detector "
+                          f"{aligner.key}); centre-cropped instead, e.g. {misses[:3]}", RuntimeWarning, stacklevel=2)
+        if small:
+            warnings.warn(f"{name}: {small} faces are upscaled more than {MAX_UPSCALE:g}x to fit the "
+                          f"{self.size[0]}x{self.size[1]} template (small faces: the model sees interpolated pixels)",
+                          RuntimeWarning, stacklevel=2)
+
+    def warp(self, j: int, image: Image.Image) -> np.ndarray | None:
+        """Source ``j``'s aligned face, uint8 RGB ``(H, W, 3)``, or ``None`` when it had no face."""
+        face = self.faces[j]
+        return None if face is None else self.aligner.warp(np.asarray(image), face)
