@@ -1,5 +1,5 @@
-"""The MS1M configs cannot train here (8 GPUs, 5.2M faces): run them end to end on a tiny data set with the
-MS1M layout (``train.rec``/``.idx``/``property`` with header record 0, insightface ``.bin`` val sets), on CPU
+"""The MS1M and WebFace42M configs cannot train here (8 GPUs, 5.2M / 42.5M faces): run them end to end on a
+tiny data set with their layout (``train.rec``/``.idx``/``property`` with header record 0, insightface ``.bin`` val sets), on CPU
 with a tiny trunk, through ``train.py`` in a subprocess; and print each config."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.recordio import RecordIOReader, RecordIOWriter
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs/ms1m").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs/ms1m").glob("*.yaml")) + sorted((REPO / "configs/webface42m").glob("*.yaml"))
+SAMPLE_RATE = {"ms1m": 1.0, "webface42m": 0.2}  # 93k classes fit whole; 2M are sampled
 VAL_SETS = ("lfw", "cfp_fp", "agedb_30")
 IDENTITIES, IMAGES_PER_IDENTITY, VAL_PAIRS = 4, 3, 10  # 10 pairs: the fewest 10-fold accuracy allows
 # Single-process CPU, full precision, the tiny trunk: what is left of the config is its data, model and loop.
@@ -76,6 +77,9 @@ def test_print_config(config, tmp_path):
     assert set(data["val_sets"]) == set(VAL_SETS)
     assert printed["model"]["backbone"]["init_args"]["trunk"] in ("iresnet50", "iresnet100")
     assert printed["model"]["lr"] == 0.1 and printed["model"]["milestones"]
+    head = printed["model"]["head"]
+    assert head["class_path"] == "xcos_lightning.models.PartialArcFace"
+    assert head["init_args"]["sample_rate"] == SAMPLE_RATE[config.parent.name]
 
 
 @pytest.mark.slow
