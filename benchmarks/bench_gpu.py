@@ -6,7 +6,8 @@ Sized for one run of at most 4 minutes on one GPU (H200 class). Three sections, 
    identities, ``--pairs`` pairs (2 x pairs images of 112 x 112) per step, ``--precision`` (bf16-mixed on
    CUDA, 32-true on the CPU), SGD momentum 0.9, on 4 distinct random batches already on the device, cycled
    (pixel values do not change the cost of a step). ``--warmup`` untimed steps, then ``--steps`` timed ones,
-   with the device synchronised at both ends; ``--rounds`` interleaved repetitions (medians). Rows:
+   with the device synchronised at both ends; ``--rounds`` interleaved repetitions (medians). Rows (``--rows``
+   picks some: ``nchw,channels_last,compiled,xcos,lightning_xcos,lightning_arcface``):
    - ``bare floor, contiguous (NCHW)`` and ``bare floor, channels-last``: trunk + grid head + ArcFace in a
      plain loop (autocast, zero_grad, backward, step), the model in the default memory format, then in
      channels-last (``models.device.set_channels_last``);
@@ -67,6 +68,8 @@ from xcos_lightning.module import XCosModule
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("xcos", "xssab", "gradcam", "corrrise")
+ROWS = ("nchw", "channels_last", "compiled", "xcos", "lightning_xcos", "lightning_arcface")
+COMPILED = "bare floor, channels-last + compile"
 SMOKE = {"trunk": "tiny", "width": 0.25, "explain_trunks": "tiny", "classes": 16, "pairs": 2, "warmup": 1, "steps": 2,
          "n_masks": 8, "explain_pairs": 2, "explain_rounds": 1, "verify_pairs": 20, "verify_batch": 4,
          "verify_workers": 0, "verify_forwards": 2, "explain_forwards": 2, "compile_backend": "eager"}
@@ -198,15 +201,18 @@ def training_section(args: argparse.Namespace, device: torch.device) -> dict[str
     data = batches(args, device)
     cl = args.lightning_channels_last
     shipped = "as shipped" if cl == "auto" else f"channels_last={str(cl).lower()}"
-    rows = {
-        "bare floor, contiguous (NCHW)": lambda: bare_loop(args, device, data, xcos=False, compiled=False,
-                                                           channels_last=False),
-        "bare floor, channels-last": lambda: bare_loop(args, device, data, xcos=False, compiled=False),
-        "bare floor, channels-last + compile": lambda: bare_loop(args, device, data, xcos=False, compiled=True),
-        "bare xCos, channels-last": lambda: bare_loop(args, device, data, xcos=True, compiled=False),
-        f"Lightning xCos, {shipped}": lambda: lightning_step(args, device, data, xcos=True),
-        f"Lightning ArcFace-only, {shipped}": lambda: lightning_step(args, device, data, xcos=False),
+    every = {  # --rows key: (row name, run)
+        "nchw": ("bare floor, contiguous (NCHW)",
+                 lambda: bare_loop(args, device, data, xcos=False, compiled=False, channels_last=False)),
+        "channels_last": ("bare floor, channels-last",
+                          lambda: bare_loop(args, device, data, xcos=False, compiled=False)),
+        "compiled": (COMPILED, lambda: bare_loop(args, device, data, xcos=False, compiled=True)),
+        "xcos": ("bare xCos, channels-last", lambda: bare_loop(args, device, data, xcos=True, compiled=False)),
+        "lightning_xcos": (f"Lightning xCos, {shipped}", lambda: lightning_step(args, device, data, xcos=True)),
+        "lightning_arcface": (f"Lightning ArcFace-only, {shipped}",
+                              lambda: lightning_step(args, device, data, xcos=False)),
     }
+    rows = dict(every[key] for key in args.rows)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in rows}
     names = list(rows)
     for r in range(args.rounds):
@@ -217,18 +223,21 @@ def training_section(args: argparse.Namespace, device: torch.device) -> dict[str
     results = {name: {**r[0], "s_per_step": statistics.median(x["s_per_step"] for x in r),
                       "peak_gib": max(x["peak_gib"] for x in r)} for name, r in runs.items()}
     images = 2 * args.pairs
-    floor = results["bare floor, channels-last + compile"]["s_per_step"]
+    floor_name = COMPILED if COMPILED in results else next(iter(results))
+    floor = results[floor_name]["s_per_step"]
     print(f"\n### Training step: {args.trunk} grid backbone + ArcFace, {args.classes} classes, {images} images "
           f"per step, {args.precision}; {args.warmup} warm-up + {args.steps} timed steps, median of {args.rounds} "
           f"interleaved rounds; load average {os.getloadavg()[0]:.1f}\n")
-    print("| step | ms / step | images/s | x compiled floor | peak memory GiB |\n|---|---|---|---|---|")
+    print(f"| step | ms / step | images/s | x {floor_name} | peak memory GiB |\n|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {1000 * r['s_per_step']:.1f} | {images / r['s_per_step']:,.0f} "
               f"| {floor / r['s_per_step']:.2f} | {r['peak_gib']:.2f} |")
-    compiled = results["bare floor, channels-last + compile"]
-    print(f"\ncompiled floor: first step (compilation included) {compiled['first_step_s']:.1f} s; Lightning "
-          f"models channels-last: {bool(results[f'Lightning xCos, {shipped}']['channels_last'])}; targets "
-          "xCos >= 0.90x, ArcFace-only >= 0.95x the compiled floor")
+    if COMPILED in results:
+        print(f"\ncompiled floor: first step (compilation included) {results[COMPILED]['first_step_s']:.1f} s")
+    lightning = [r["channels_last"] for name, r in results.items() if name.startswith("Lightning")]
+    if lightning:
+        print(f"Lightning models channels-last: {bool(lightning[0])}")
+    print("targets: Lightning xCos >= 0.90x, ArcFace-only >= 0.95x the compiled floor")
     return results
 
 
@@ -328,6 +337,14 @@ def explanation_section(args: argparse.Namespace, device: torch.device, trunks: 
     return results
 
 
+def rows_list(text: str) -> list[str]:
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown or not rows:
+        raise argparse.ArgumentTypeError(f"unknown rows {unknown}; choose from {ROWS}")
+    return rows
+
+
 def channels_last_setting(text: str) -> bool | str:
     return {"true": True, "false": False, "auto": "auto"}[text.lower()]
 
@@ -344,6 +361,7 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="training precision (default bf16-mixed on CUDA, else 32-true)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rows", type=rows_list, default=list(ROWS), help=f"training rows, comma-separated, of {ROWS}")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of the training rows")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--lightning-channels-last", type=channels_last_setting, default="auto",
