@@ -48,14 +48,14 @@ import torch.nn.functional as F
 from lfw_pretrained import load_face, read_pairs  # sibling script: same crop as the LFW benchmark
 from torch import Tensor
 
-from xcos_lightning.explain import Explainer, create_explainer, list_explainers
+from xcos_lightning.explain import Explainer, list_explainers
+from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.explain.perturbation import MaskingExplainer
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
 from trunks import trunk_kwargs  # sibling script: --width per trunk
 from memory import rss_mib, reset_peak_rss, peak_rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]
-MASK_COUNT_METHODS = ("corrrise", "srise", "rise")  # take n_masks
 REFERENCES = ("forward", "forward + backward")
 
 
@@ -93,15 +93,11 @@ def load_pairs(args: argparse.Namespace) -> tuple[Tensor, Tensor, str]:
     return img_a, img_b, f"the first {args.batch} genuine LFW pairs"
 
 
-def build_explainer(name: str, model: XCosModel, args: argparse.Namespace) -> Explainer:
-    if name == "xcos":
-        return create_explainer(name, model=model)
-    kwargs: dict = {}
-    if name in MASK_COUNT_METHODS and args.n_masks is not None:
-        kwargs["n_masks"] = args.n_masks
+def make_explainer(name: str, model: XCosModel, args: argparse.Namespace) -> Explainer:
+    options: dict = {} if args.n_masks is None else {"n_masks": args.n_masks}  # mask methods only
     if name == "occlusion" and args.occlusion_stride is not None:
-        kwargs["stride"] = args.occlusion_stride
-    return create_explainer(name, embed_fn=model, **kwargs)  # Grad-CAM: default layer, the grid head
+        options["stride"] = args.occlusion_stride
+    return build_explainer(name, model, **options)  # Grad-CAM: default layer, the grid head
 
 
 def references(model: XCosModel) -> dict[str, Callable[[Tensor, Tensor], object]]:
@@ -156,7 +152,7 @@ def main() -> None:
     timed_rss: dict[tuple[str, str], float] = {}
     for backbone in backbones:
         model, description = build_model(backbone, args)
-        explainers = {name: build_explainer(name, model, args) for name in methods}
+        explainers = {name: make_explainer(name, model, args) for name in methods}
         calls = {**references(model), **explainers}
         with torch.no_grad():
             score = F.cosine_similarity(*model(torch.cat([img_a[:1], img_b[:1]])).chunk(2)).item()

@@ -14,9 +14,10 @@ and as the monitor logs it (``explain/cost/epoch_share``: epoch start to monitor
 Then, on the trained model and the first ``--pairs`` validation pairs, one pair at a time (as the monitor does),
 each faithfulness metric of ``xcos_lightning.metrics`` on the maps of ``--map-method`` (not timed),
 measured through a BatchNorm-folded channels-last inference copy as the monitor measures, at the
-monitor's settings: deletion/insertion (``pair_perturbation_scores``, 10 steps, image A), S-RISE flip
-fractions (``flip_fractions``, 20 steps + bisection) and DPR (``dpr_scores``, 20 steps, on A with 27
-16-px patches of B pasted in, explained again as the protocol wants) at the epoch's EER threshold.
+monitor's (and the benchmark's) settings: deletion/insertion (``pair_perturbation_scores``, 20 steps,
+image A; 10 steps before issue 17), S-RISE flip fractions (``flip_fractions``, 20 steps + bisection) and
+DPR (``dpr_scores``, 20 steps, on A with 27 16-px patches of B pasted in, explained again as the protocol
+wants) at the epoch's EER threshold.
 
     .venv/bin/python benchmarks/bench_monitor.py [--threads 1] [--pairs 6] [--map-method xssab] [CONFIG OVERRIDES]
 
@@ -43,7 +44,8 @@ from torch import Tensor
 
 from xcos_lightning.callbacks import ExplanationMonitor
 from xcos_lightning.cli.train import XCosCLI
-from xcos_lightning.explain import create_explainer, inference_copy
+from xcos_lightning.explain import inference_copy
+from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.metrics import dpr_scores, flip_fractions, pair_perturbation_scores, tie_seeds
 from xcos_lightning.metrics.patch_dpr import patch_mask, patch_positions
 from xcos_lightning.module import XCosModule
@@ -166,10 +168,10 @@ def main() -> None:
     def embed(x: Tensor) -> Tensor:
         return fast(x.contiguous(memory_format=torch.channels_last)).float()
 
-    explainer = create_explainer(args.map_method, embed_fn=model, threshold=threshold)
+    explainer = build_explainer(args.map_method, model, threshold=threshold)
     metrics: dict[str, Callable[[dict], object]] = {
-        "deletion/insertion (10 steps, A)": lambda p: pair_perturbation_scores(
-            embed, p["img_a"], p["img_b"], p["explanation"], p["label"], 10, seeds=p["seeds"]),
+        "deletion/insertion (20 steps, A)": lambda p: pair_perturbation_scores(
+            embed, p["img_a"], p["img_b"], p["explanation"], p["label"], 20, seeds=p["seeds"]),
         "flip fractions (20 steps + bisection)": lambda p: flip_fractions(
             embed, p["img_a"], p["img_b"], *p["explanation"].order_keys("a"), threshold, 20, seeds=p["seeds"]),
         "DPR (20 steps)": lambda p: dpr_scores(

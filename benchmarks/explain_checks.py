@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.datamodules.synthetic import render_all
 from xcos_lightning.datamodules.synthetic_faces import _N_UNIFORMS, SyntheticFaces, _rng
-from xcos_lightning.explain import create_explainer, parameter_randomisation_test, randomised_copy
+from xcos_lightning.explain import parameter_randomisation_test, randomised_copy
+from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.explain.base import Explainer
 from xcos_lightning.metrics.verification import equal_error_rate
 from xcos_lightning.models import CosFace, XCosModel, create_backbone
@@ -57,7 +58,7 @@ def make_explainer(name: str, model: nn.Module, args: argparse.Namespace, thresh
     kwargs: dict = {"threshold": threshold}
     if name in MASK_METHODS:
         kwargs.update(n_masks=args.n_masks, fill=args.fill)
-    return create_explainer(name, embed_fn=model, **kwargs)
+    return build_explainer(name, model, **kwargs)
 
 
 class Progress:

@@ -12,15 +12,16 @@ from lightning.pytorch.loggers import CSVLogger
 
 from xcos_lightning.callbacks import ExplanationMonitor, explanation_monitor
 from xcos_lightning.callbacks.explanation_monitor import shard, subset_indices
-from xcos_lightning.callbacks.faithfulness_tracker import FaithfulnessTracker, pair_auc
 from xcos_lightning.datamodules import SyntheticFacesDataModule
 from xcos_lightning.explain import CorrRISE
-from xcos_lightning.metrics import DeletionInsertionMetric
+from xcos_lightning.metrics.protocols import MethodResults, decision_threshold
 from xcos_lightning.models import GridBackbone
 from xcos_lightning.module import XCosModule
 
 METHODS = ["xcos", "corrrise", "xssab", "gradcam", "random"]
-SMALL = dict(n_pairs=4, n_masks=8, steps=4, flip_steps=4, max_images=2)
+SMALL = dict(n_pairs=4, n_masks=8, steps=4, max_images=2)
+DELETION = ("deletion_genuine", "insertion_genuine", "deletion_impostor", "insertion_impostor")
+FLIPS = tuple(f"flip_{kind}_{group}" for group in ("match", "nonmatch") for kind in ("deletion", "insertion", "unflipped"))
 
 
 def _data() -> SyntheticFacesDataModule:
@@ -48,22 +49,26 @@ def _jsonl(tmp_path) -> list[dict]:
 def _spy_on_explanations(monkeypatch) -> list[dict]:
     """Record, for every explanation the monitor measures, its method, the autograd mode and its map mass."""
     seen = []
-    update = FaithfulnessTracker.update
+    update = MethodResults.update
 
-    def spy(self, embed_fn, img_a, img_b, explanation, *args, **kwargs):
+    def spy(self, explainer, embed_fn, batch):
+        explanation, values = update(self, explainer, embed_fn, batch)
         seen.append({"method": explanation.method, "inference": torch.is_inference_mode_enabled(),
-                     "grad": torch.is_grad_enabled(), "mass": float(explanation.sim_a.sum() + explanation.dis_a.sum())})
-        return update(self, embed_fn, img_a, img_b, explanation, *args, **kwargs)
+                     "grad": torch.is_grad_enabled(), "mass": float(explanation.sim_a.sum() + explanation.dis_a.sum()),
+                     "index": int(batch["index"][0])})
+        return explanation, values
 
-    monkeypatch.setattr(FaithfulnessTracker, "update", spy)
+    monkeypatch.setattr(MethodResults, "update", spy)
     return seen
 
 
 def test_rejects_unknown_names_at_construction():
     with pytest.raises(ValueError, match="unknown"):
         ExplanationMonitor(methods=["corrrise", "lime"])
-    with pytest.raises(ValueError, match="metrics"):
-        ExplanationMonitor(metrics=["auc"])
+    with pytest.raises(ValueError, match="protocols"):
+        ExplanationMonitor(protocols=["auc"])
+    with pytest.raises(ValueError, match="protocols"):
+        ExplanationMonitor(protocols=["dpr"])  # needs a patched set: the benchmark's
     with pytest.raises(ValueError, match="not in methods"):
         ExplanationMonitor(methods=["corrrise"], explainer_args={"xssab": {"blur": True}})
     with pytest.raises(ValueError, match="n_pairs"):
@@ -72,7 +77,7 @@ def test_rejects_unknown_names_at_construction():
 
 def test_fit_logs_every_method_and_metric_and_keeps_nothing_alive(tmp_path, monkeypatch):
     seen = _spy_on_explanations(monkeypatch)
-    monitor = ExplanationMonitor(methods=METHODS, metrics=["deletion_insertion", "flip"], **SMALL)
+    monitor = ExplanationMonitor(methods=METHODS, protocols=["deletion", "flips"], **SMALL)
     module = _module()
     trainer = _trainer(tmp_path, monitor)
     trainer.fit(module, datamodule=_data())
@@ -85,23 +90,31 @@ def test_fit_logs_every_method_and_metric_and_keeps_nothing_alive(tmp_path, monk
     (record,) = _jsonl(tmp_path)
     scalars = record["scalars"]
     for method in METHODS:
-        for name in ("deletion_genuine", "insertion_genuine", "deletion_impostor", "insertion_impostor"):
-            value = scalars[f"explain/{method}/{name}"]
-            assert 0 <= value <= 100 or math.isnan(value)  # NaN only for a group without pairs
-        for name in ("flip_deletion", "flip_insertion", "flip_unflipped"):
-            assert 0 <= scalars[f"explain/{method}/{name}"] <= 1
+        for name in DELETION:
+            assert 0 <= scalars[f"explain/{method}/{name}"] <= 100
+        # Flips per clean decision; a decision group without pairs is absent, never NaN.
+        flips = [name for name in FLIPS if f"explain/{method}/{name}" in scalars]
+        assert flips and all(0 <= scalars[f"explain/{method}/{name}"] <= 1 for name in flips)
+        assert not any(k.startswith(f"explain/{method}/flip_") and k[len(f"explain/{method}/"):] not in FLIPS
+                       for k in scalars)
+    assert not any(isinstance(v, float) and math.isnan(v) for v in scalars.values())
     assert scalars["explain/cost/pairs"] == 4
     assert 0 < scalars["explain/cost/epoch_share"] < 1
-    # Decisions use the module's clean EER thresholds of this very validation.
+    # Decisions: the EER threshold of the monitored pairs' single-view clean scores, as in the benchmark.
+    pairs = [trainer.datamodule.val_pair_set()[i] for i in subset_indices(20, 4, seed=0)]
+    module.eval()  # as during validation
+    with torch.no_grad():
+        clean = module.model.pair_scores(torch.stack([p["img_a"] for p in pairs]),
+                                         torch.stack([p["img_b"] for p in pairs]), flip_tta=False)
+    labels = torch.tensor([bool(p["label"]) for p in pairs])
     for kind in ("cos", "xcos"):
-        logged = float(trainer.callback_metrics[f"val/synth/eer_threshold_{kind}"])
-        assert scalars[f"explain/threshold_{kind}"] == pytest.approx(logged)
+        assert scalars[f"explain/threshold_{kind}"] == pytest.approx(decision_threshold(clean[kind], labels)[1])
     assert record["step"] == trainer.global_step == 2
 
     # A plain logger receives the scalars (and only scalars: media go to W&B alone).
     (metrics_csv,) = tmp_path.glob("csv/*/metrics.csv")
     header = next(csv.reader(metrics_csv.open()))
-    assert "explain/gradcam/deletion_genuine" in header and "explain/xssab/flip_deletion" in header
+    assert "explain/gradcam/deletion_genuine" in header and "explain/xssab/flip_deletion_match" in header
 
     # No hooks (Grad-CAM's included) and no graphs outlive the run.
     for m in module.modules():
@@ -121,15 +134,14 @@ def test_gradient_methods_work_under_validate_inference_mode(tmp_path, monkeypat
 
 
 def test_same_pairs_every_epoch_and_masks_drawn_once(tmp_path, monkeypatch):
-    calls, indices = [], []
+    calls = []
     make_masks = CorrRISE._make_masks
     monkeypatch.setattr(CorrRISE, "_make_masks", lambda self, size: calls.append(size) or make_masks(self, size))
-    update = FaithfulnessTracker.update
-    monkeypatch.setattr(FaithfulnessTracker, "update", lambda self, *a, **k: indices.append(int(a[5])) or
-                        update(self, *a, **k))
+    seen = _spy_on_explanations(monkeypatch)
     monitor = ExplanationMonitor(methods=["corrrise"], **SMALL)
     _trainer(tmp_path, monitor, max_epochs=2).fit(_module(), datamodule=_data())
     assert len(calls) == 1  # the mask set of the kept explainer served both epochs
+    indices = [s["index"] for s in seen]
     assert indices[:4] == indices[4:] == subset_indices(20, 4, seed=0)
     assert [r["epoch"] for r in _jsonl(tmp_path)] == [0, 1]
 
@@ -169,18 +181,6 @@ def test_fixed_threshold_replaces_the_eer_thresholds(tmp_path):
     assert scalars["explain/threshold_cos"] == scalars["explain/threshold_xcos"] == 0.25
 
 
-def test_pair_values_average_to_the_group_auc():
-    torch.manual_seed(0)
-    steps, labels = 5, torch.tensor([True, False, True, True, False])
-    deletion, insertion = torch.rand(5, 2, steps + 1), torch.rand(5, 2, steps + 1)
-    metric = DeletionInsertionMetric(0.5, steps)
-    metric.update(deletion, insertion, labels, torch.arange(5))
-    values = metric.compute()
-    per_pair = pair_auc(deletion, labels, 0.5, steps)
-    assert per_pair[labels].mean() == pytest.approx(values["genuine/deletion_auc"])
-    assert per_pair[~labels].mean() == pytest.approx(values["impostor/deletion_auc"])
-
-
 @pytest.mark.parametrize("count,world", [(16, 1), (16, 2), (5, 2), (1, 3), (7, 4)])
 def test_shards_cover_the_subset_evenly(count, world):
     subset = subset_indices(1000, count, seed=3)
@@ -207,9 +207,9 @@ def test_xcos_figure_centres_s_on_the_threshold():
 
 def test_bf16_and_explainer_args_reach_the_explainers(tmp_path, monkeypatch):
     seen, built = _spy_on_explanations(monkeypatch), {}
-    create = explanation_monitor.create_explainer
-    monkeypatch.setattr(explanation_monitor, "create_explainer",
-                        lambda name, **kw: built.setdefault(name, create(name, **kw)))
+    build = explanation_monitor.build_explainer
+    monkeypatch.setattr(explanation_monitor, "build_explainer",
+                        lambda name, model, **kw: built.setdefault(name, build(name, model, **kw)))
     monitor = ExplanationMonitor(methods=["corrrise", "xssab"], bf16=True, explainer_args={"xssab": {"blur": True}},
                                  save_dir=str(tmp_path / "elsewhere"), **{**SMALL, "n_pairs": 2})
     _trainer(tmp_path, monitor).fit(_module(), datamodule=_data())

@@ -128,6 +128,19 @@ def test_default_target_layer(build, expected, make_pairs):
         assert cam(img_a, img_b).sim_a.shape == (1, 112, 112)
 
 
+def test_default_target_layer_finds_a_grid_that_is_not_7x7(make_pairs):
+    # A 112 x 96 face model ends at a 7 x 6 map (no 7 x 7 anywhere); then a global depthwise conv to 1 x 1.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 4, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 4, 1), nn.PReLU(16),
+                          nn.Conv2d(16, 16, (7, 6), groups=16), nn.Flatten(), nn.Linear(16, 8)).eval()
+    assert model[:4](torch.zeros(1, 3, 112, 96)).shape[-2:] == (7, 6)
+    assert default_target_layer(model, (112, 96)) is model[3]
+    img_a, img_b = (x[..., :96] for x in make_pairs(2))
+    with GradCAM(model, input_size=(112, 96)) as cam:
+        out = cam(img_a, img_b)
+    assert out.sim_a.shape == (2, 112, 96) and out.raw_a.abs().amax() > 0
+
+
 def test_default_target_layer_leaves_a_training_model_as_it_was():
     model = MobileFaceNet(width_mult=0.25).train()
     model.gdconv.eval()
@@ -139,7 +152,7 @@ def test_default_target_layer_leaves_a_training_model_as_it_was():
 
 def test_default_target_layer_reports_models_without_a_grid():
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 112 * 112, 8))
-    with pytest.raises(ModelSpecError, match="7x7 map"):
+    with pytest.raises(ModelSpecError, match="spatial map"):
         default_target_layer(flat)
     with pytest.raises(ModelSpecError, match="target_layer"):
         GradCAM(lambda x: x.flatten(1))

@@ -16,9 +16,11 @@ from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.cli import benchmark
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.explain.base import PairExplanation, SideMaps
+from xcos_lightning.explain.registry import parse_method
 from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
 from xcos_lightning.metrics.faithfulness import (accuracy_curve, area_under_curve, fill_canvas, fraction_grid,
                                                  perturbation_scores, pixel_ranks, tie_seeds)
+from xcos_lightning.metrics.protocols import decision_threshold
 
 
 def explanation(raw: Tensor) -> PairExplanation:
@@ -298,10 +300,10 @@ def test_benchmark_random_values_do_not_depend_on_the_other_methods(monkeypatch,
 
 
 def test_benchmark_method_options_parse_to_constructor_arguments():
-    assert benchmark.parse_method("corrrise") == ("corrrise", {})
-    assert benchmark.parse_method("occlusion:stride=16:patch_sizes=16/32") == (
+    assert parse_method("corrrise") == ("corrrise", {})
+    assert parse_method("occlusion:stride=16:patch_sizes=16/32") == (
         "occlusion", {"stride": 16, "patch_sizes": (16, 32)})
-    assert benchmark.parse_method("xssab:blur=true:x=0.5:map=W") == ("xssab", {"blur": True, "x": 0.5, "map": "W"})
+    assert parse_method("xssab:blur=true:x=0.5:map=W") == ("xssab", {"blur": True, "x": 0.5, "map": "W"})
 
 
 def test_benchmark_threshold_is_centred_in_the_score_gap():
@@ -309,7 +311,7 @@ def test_benchmark_threshold_is_centred_in_the_score_gap():
     # onto that score; the benchmark moves it into the middle of the gap instead.
     scores = torch.tensor([0.6294, 0.3112, 0.7143, -0.0484, 0.2759, 0.1888], dtype=torch.float32)
     labels = torch.tensor([True, True, True, False, False, False])
-    eer, threshold = benchmark.centred_eer_threshold(scores, labels)
+    eer, threshold = decision_threshold(scores, labels)
     assert eer == 0.0
     assert threshold == pytest.approx((0.3112 + 0.2759) / 2, abs=1e-6)
 

@@ -1,8 +1,8 @@
 """``ExplanationMonitor``: explanation quality of the model being trained, measured at validation time.
 
 After a validation run (``on_validation_end``: the model is still in eval mode, under Lightning's
-``inference_mode``, and this run's EER thresholds are in ``trainer.callback_metrics``), a fixed seeded
-subset of one validation set is explained by each configured method and scored by faithfulness measures.
+``inference_mode``), a fixed seeded subset of one validation set is explained by each configured method and
+scored by the benchmark's faithfulness protocols (``xcos_lightning.metrics.protocols``).
 
 DDP: the subset is sharded over the ranks like a ``DistributedSampler`` (padded with repeats, which the
 metrics drop by pair index), every rank explains its shard one pair at a time (so a pair gets the same
@@ -23,39 +23,39 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import CatMetric, MeanMetric
+from torchmetrics import CatMetric
 
-from xcos_lightning.callbacks.faithfulness_tracker import MEASURES, FaithfulnessTracker
 from xcos_lightning.callbacks.wandb_media import ShownPair, wandb_media
-from xcos_lightning.explain import (Explainer, PairExplanation, create_explainer, fast_embedding,
-                                   list_explainers)
+from xcos_lightning.explain import Explainer, PairExplanation, fast_embedding, list_explainers
 from xcos_lightning.explain.perturbation import MaskingExplainer
-
-MASK_COUNT_METHODS = ("corrrise", "srise", "rise")  # explainers whose cost is set by n_masks
-
+from xcos_lightning.explain.registry import build_explainer, explains_xcos, parse_method
+from xcos_lightning.metrics.protocols import ProtocolConfig, clean_scores, decision_threshold, run_protocols
+from xcos_lightning.metrics.verification import _first_occurrence
 
 class ExplanationMonitor(L.Callback):
     """Logs ``explain/<method>/<metric>`` (and, with W&B, figures, a table and curves) every N epochs.
 
-    Decisions use the model's clean EER thresholds of this validation run, read from
-    ``trainer.callback_metrics``: ``val/<set>/eer_threshold_cos`` for the embedding cosine (the verifier
-    of every faithfulness measure and the threshold given to threshold-aware explainers such as xSSAB) and
-    ``val/<set>/eer_threshold_xcos`` for the xCos score (its decision and the centre of S's colours). The
-    EER threshold is the papers' choice (xSSAB: "EER threshold on clean LFW"), needs no extra pass over
-    the data, and follows the model as it trains. It is measured with flip test-time augmentation while
-    explainers and measures see single views; the two scores differ little, and all methods share the
-    same threshold, so their comparison is unaffected.
+    The measures are those of ``explain.py benchmark``, computed by the same engine
+    (``xcos_lightning.metrics.protocols.run_protocols``) with the same defaults and under the same names, so
+    a number logged during training means what the benchmark's number means.
+
+    Decision threshold (``threshold=None``): as in the benchmark, the EER threshold of the single-view clean
+    cosines of the monitored pairs (``protocols.decision_threshold``; gathered over the ranks), and for the
+    xCos maps that of the xCos scores. Where the subset lacks genuine or impostor pairs (e.g. one pair per
+    process under ``fast_dev_run``) no EER exists; then the validation run's ``val/<set>/eer_threshold_cos``
+    (``_xcos``) from ``trainer.callback_metrics`` is used, with a warning.
 
     Args:
-        methods: explainer names (``xcos_lightning.explain.list_explainers()``); ``xcos`` is the model's
-            intrinsic S * W map (skipped, with a warning, for models without attention).
-        metrics: faithfulness measures: ``deletion_insertion`` (AUC in % of accuracy vs fraction of pixels
-            deleted / inserted; logged ``deletion_genuine``, ``insertion_genuine``, ``deletion_impostor``,
-            ``insertion_impostor``) and ``flip`` (S-RISE flip fractions in [0, 1]: ``flip_deletion``,
-            ``flip_insertion``, ``flip_unflipped``); see ``faithfulness_tracker``.
+        methods: explainer tokens as in the benchmark (``name`` or ``name:key=value``, e.g. ``xcos:map=W``);
+            methods of the xCos score (``xcos``, ``gradcam:score=xcos``) are skipped, with a warning, for
+            models without attention.
+        protocols: ``deletion`` (Deletion/Insertion AUC in %: ``deletion_genuine``, ``insertion_genuine``,
+            ``deletion_impostor``, ``insertion_impostor``) and/or ``flips`` (S-RISE flip fractions in [0, 1] per
+            clean decision: ``flip_deletion_match``, ``flip_insertion_match``, ``flip_unflipped_match`` and the
+            ``_nonmatch`` ones). A group without pairs in the subset is left out, with a warning.
         val_set: validation set name (``val_set_names`` of the datamodule); ``None``: the first one.
         n_pairs: size of the subset, drawn once with ``seed`` from the whole set (the pair budget).
-        seed: seed of the subset (and of the ``random`` baseline's per-pair maps).
+        seed: seed of the subset, of the tie order and of the seeded explainers (``random``).
         every_n_epochs: explain after validations of epochs ``n - 1, 2n - 1, ...`` (``trainer.validate``:
             always). Sanity-check validations are skipped.
         max_images: pairs of rank 0's shard drawn in the W&B figures and table.
@@ -63,23 +63,24 @@ class ExplanationMonitor(L.Callback):
             explains at least one pair). ``None``: no limit.
         n_masks: masks of ``corrrise``, ``srise`` and ``rise`` (2 * n_masks forwards per pair); the mask set
             is drawn once and kept with the explainer.
-        steps: fractions ``k / steps`` of the deletion/insertion curves (2 * (steps + 1) forwards per pair).
-        fill, sides: canvas and perturbed side(s) of deletion/insertion.
-        flip_steps: search grid of the flip measure.
+        steps, fill, sides: the engine's ``ProtocolConfig`` (fractions ``k / steps`` of every curve and the
+            flip grid; canvas; perturbed image(s)); the defaults are the benchmark's.
         bf16: bfloat16 autocast for explainers and measures (fast on GPUs and AMX CPUs, slow on AVX2 CPUs).
         batch_size: images per forward of explainers and measures; ``None``: 8 on CPU, 64 on GPU.
         reuse_masks: keep mask sets and the explainers' inference copies between runs (memory for time);
             ``False`` drops them after each run. Hooks (Grad-CAM) are always removed when a run ends.
         threshold: a fixed decision threshold for both scores instead of the EER thresholds.
-        explainer_args: extra constructor arguments per method, e.g. ``{"xssab": {"blur": true}}``.
+        explainer_args: extra constructor arguments per method token, e.g. ``{"xssab": {"blur": true}}``.
         save_dir: folder of ``metrics.jsonl`` (one JSON line of scalars per run, rank 0); ``None``:
             ``<trainer.default_root_dir>/explain``.
     """
 
+    PROTOCOLS = ("deletion", "flips")  # the pair protocols that need no patched set or gallery
+
     def __init__(
         self,
         methods: Sequence[str] = ("xcos", "corrrise", "xssab", "gradcam", "random"),
-        metrics: Sequence[Literal["deletion_insertion", "flip"]] = ("deletion_insertion",),
+        protocols: Sequence[Literal["deletion", "flips"]] = ("deletion",),
         val_set: str | None = None,
         n_pairs: int = 12,
         seed: int = 0,
@@ -87,10 +88,9 @@ class ExplanationMonitor(L.Callback):
         max_images: int = 4,
         max_seconds: float | None = None,
         n_masks: int = 64,
-        steps: int = 10,
+        steps: int = ProtocolConfig.steps,
         fill: Literal["zero", "mean", "blur"] = "zero",
-        sides: Literal["a", "b", "both"] = "a",
-        flip_steps: int = 20,
+        sides: Literal["a", "both"] = "a",
         bf16: bool = False,
         batch_size: int | None = None,
         reuse_masks: bool = True,
@@ -100,22 +100,24 @@ class ExplanationMonitor(L.Callback):
     ) -> None:
         super().__init__()
         known = list_explainers()
-        unknown = sorted(set(methods) - set(known))
+        unknown = sorted({parse_method(m)[0] for m in methods} - set(known))
         if unknown or not methods:
             raise ValueError(f"ExplanationMonitor methods {list(methods)}: unknown {unknown}; choose from {known}")
-        if not set(metrics) <= set(MEASURES) or not metrics:
-            raise ValueError(f"ExplanationMonitor metrics {list(metrics)}: choose one or more of {list(MEASURES)}")
+        if not set(protocols) <= set(self.PROTOCOLS) or not protocols:
+            raise ValueError(f"ExplanationMonitor protocols {list(protocols)}: choose one or more of "
+                             f"{list(self.PROTOCOLS)}")
         extra = sorted(set(explainer_args or {}) - set(methods))
         if extra:
             raise ValueError(f"explainer_args names {extra}, which are not in methods {list(methods)}")
-        for name, value in (("n_pairs", n_pairs), ("every_n_epochs", every_n_epochs), ("n_masks", n_masks),
-                            ("steps", steps), ("flip_steps", flip_steps)):
+        for name, value in (("n_pairs", n_pairs), ("every_n_epochs", every_n_epochs), ("n_masks", n_masks)):
             if value < 1:
                 raise ValueError(f"ExplanationMonitor {name} must be >= 1, got {value}")
-        self.methods, self.metrics = list(dict.fromkeys(methods)), list(dict.fromkeys(metrics))
+        # One pair per call: the time budget is checked after each pair.
+        self.config = ProtocolConfig(protocols=tuple(protocols), steps=steps, fills=(fill,), sides=sides, seed=seed,
+                                     pair_batch=1, batch_size=batch_size)
+        self.methods = list(dict.fromkeys(methods))
         self.val_set, self.n_pairs, self.seed, self.every_n_epochs = val_set, n_pairs, seed, every_n_epochs
         self.max_images, self.max_seconds, self.n_masks = max_images, max_seconds, n_masks
-        self.steps, self.fill, self.sides, self.flip_steps = steps, fill, sides, flip_steps
         self.bf16, self.batch_size, self.reuse_masks, self.threshold = bf16, batch_size, reuse_masks, threshold
         self.explainer_args = dict(explainer_args or {})
         self.save_dir = save_dir
@@ -154,43 +156,38 @@ class ExplanationMonitor(L.Callback):
         model = _embedding_model(pl_module)
         device = pl_module.device
         set_name = self._set_name(trainer)
-        threshold_cos, threshold_xcos = self._thresholds(trainer, set_name, model)
         pairs = self._shard(trainer, set_name, device)
+        threshold_cos, threshold_xcos = self._thresholds(trainer, set_name, model, pairs)
         explainers = self._build_explainers(model, threshold_cos, threshold_xcos)
-        trackers = {name: FaithfulnessTracker(self.metrics, self.steps, self.fill, self.sides,
-                                              self.flip_steps).to(device) for name in explainers}
-        seconds = {name: MeanMetric().to(device) for name in explainers}
         explained = CatMetric().to(device)
-        batch = self.batch_size or (Explainer.CPU_BATCH_SIZE if device.type == "cpu" else Explainer.GPU_BATCH_SIZE)
-        measure_embed = fast_embedding(model, self.bf16)
         shown: list[ShownPair] = []
+
+        def on_batch(batch: dict[str, Tensor], explanations: dict[str, PairExplanation],
+                     values: dict[str, dict[str, Tensor]]) -> None:
+            explained.update(batch["index"].double())
+            if trainer.is_global_zero and len(shown) < self.max_images:
+                pair = _shown_pair(model, batch["img_a"], batch["img_b"], batch["label"], batch["index"])
+                pair.explanations = {name: _to_cpu(e) for name, e in explanations.items()}
+                pair.values = {name: {k: float(v[0]) for k, v in vals.items()} for name, vals in values.items()}
+                shown.append(pair)
+
+        batches = ({k: v[i:i + 1] for k, v in pairs.items()} for i in range(len(pairs["index"])))
         try:
-            for i in range(len(pairs["index"])):
-                if i > 0 and self.max_seconds is not None and time.perf_counter() - start > self.max_seconds:
-                    break
-                img_a, img_b = pairs["img_a"][i:i + 1], pairs["img_b"][i:i + 1]
-                label, index = pairs["label"][i:i + 1], pairs["index"][i:i + 1]
-                show = trainer.is_global_zero and i < self.max_images
-                if show:
-                    shown.append(_shown_pair(model, img_a, img_b, label, index))
-                for name, explainer in explainers.items():
-                    explanation = explainer(img_a, img_b, index)
-                    values = trackers[name].update(measure_embed, img_a, img_b, explanation, label, index,
-                                                   threshold_cos, batch)
-                    seconds[name].update(explanation.seconds)
-                    if show:
-                        shown[-1].explanations[name] = _to_cpu(explanation)
-                        shown[-1].values[name] = {k: float(v[0]) for k, v in values.items()}
-                explained.update(index.double())
+            results = run_protocols(explainers, fast_embedding(model, self.bf16), batches, threshold_cos, self.config,
+                                    device=device, max_seconds=self.max_seconds, on_batch=on_batch)
         finally:
             self._end_run()
         # Collectives: every rank computes every metric in the same order.
         scalars: dict[str, float] = {}
         curves = {}
-        for name in explainers:
-            scalars.update({f"explain/{name}/{k}": v for k, v in trackers[name].compute().items()})
-            scalars[f"explain/{name}/seconds_per_pair"] = float(seconds[name].compute())
-            curves[name] = trackers[name].curves()
+        for name, result in results.items():
+            values = result.scalars(name)
+            scalars.update({f"explain/{name}/{k}": v for k, v in values.items()})
+            measured = result.curves()
+            # The W&B plots of deletion/insertion, for the groups that had pairs.
+            curves[name] = {key: (measured["fractions"], measured[f"{group}/{step}"])
+                            for group in ("genuine", "impostor") for step in ("deletion", "insertion")
+                            if (key := f"{step}_{group}") in values}
         scalars["explain/cost/pairs"] = float(explained.compute().unique().numel())
         elapsed = time.perf_counter() - start
         scalars["explain/cost/seconds"] = elapsed
@@ -220,17 +217,36 @@ class ExplanationMonitor(L.Callback):
                              f"(val_set_names: {names})")
         return name
 
-    def _thresholds(self, trainer: L.Trainer, set_name: str, model: nn.Module) -> tuple[float, float | None]:
+    def _thresholds(self, trainer: L.Trainer, set_name: str, model: nn.Module,
+                    pairs: dict[str, Tensor]) -> tuple[float, float | None]:
+        """(cosine threshold, xCos threshold or None): see the class docstring."""
         has_xcos = bool(getattr(model, "has_xcos", False))
         if self.threshold is not None:
             return float(self.threshold), float(self.threshold) if has_xcos else None
-        keys = [f"val/{set_name}/eer_threshold_cos"] + ([f"val/{set_name}/eer_threshold_xcos"] if has_xcos else [])
-        missing = [k for k in keys if k not in trainer.callback_metrics]
-        if missing:
-            raise ValueError(f"ExplanationMonitor needs {missing} in trainer.callback_metrics (logged by the "
-                             "LightningModule's validation); log them, or set the monitor's threshold")
-        values = [float(trainer.callback_metrics[k]) for k in keys]
-        return values[0], values[1] if has_xcos else None
+        device = pairs["index"].device
+        states = {name: CatMetric().to(device) for name in ("index", "label", "cos", "xcos")}
+        scores = clean_scores(model, pairs["img_a"], pairs["img_b"])
+        states["index"].update(pairs["index"].double())
+        states["label"].update(pairs["label"].double())
+        for kind in ("cos", "xcos"):
+            states[kind].update(scores.get(kind, scores["cos"]).double())
+        gathered = {k: m.compute().reshape(-1) for k, m in states.items()}  # collectives on every rank
+        _, first = _first_occurrence(gathered["index"].long())
+        labels = gathered["label"][first].bool()
+        if labels.all() or not labels.any():
+            keys = [f"val/{set_name}/eer_threshold_cos"] + ([f"val/{set_name}/eer_threshold_xcos"] if has_xcos else [])
+            missing = [k for k in keys if k not in trainer.callback_metrics]
+            if missing:
+                raise ValueError(f"ExplanationMonitor: the {len(labels)} monitored pairs are all "
+                                 f"{'genuine' if labels.all() else 'impostor'}, so they have no EER threshold, and "
+                                 f"{missing} are not in trainer.callback_metrics; set the monitor's threshold")
+            rank_zero_warn(f"ExplanationMonitor: the {len(labels)} monitored pairs are all "
+                           f"{'genuine' if labels.all() else 'impostor'} (no EER threshold of their own): decisions "
+                           f"use the validation run's {', '.join(keys)}")
+            values = [float(trainer.callback_metrics[k]) for k in keys]
+            return values[0], values[1] if has_xcos else None
+        cos = decision_threshold(gathered["cos"][first], labels)[1]
+        return cos, decision_threshold(gathered["xcos"][first], labels)[1] if has_xcos else None
 
     def _shard(self, trainer: L.Trainer, set_name: str, device: torch.device) -> dict[str, Tensor]:
         """This rank's pairs: ``img_a``, ``img_b`` ``(n, 3, H, W)`` in [0, 1], ``label`` bool and ``index`` ``(n,)``."""
@@ -253,21 +269,20 @@ class ExplanationMonitor(L.Callback):
 
     def _build_explainers(self, model: nn.Module, threshold_cos: float,
                           threshold_xcos: float | None) -> dict[str, Explainer]:
-        for name in self.methods:
-            if name == "xcos" and threshold_xcos is None:
-                if name not in self._explainers:
-                    rank_zero_warn("ExplanationMonitor: the model has no xCos attention; method 'xcos' is skipped")
-                    self._explainers[name] = None
+        for token in self.methods:
+            name, options = parse_method(token)
+            options = {**options, **self.explainer_args.get(token, {})}
+            of_xcos = explains_xcos(name, options)
+            if of_xcos and threshold_xcos is None:
+                if token not in self._explainers:
+                    rank_zero_warn(f"ExplanationMonitor: the model has no xCos attention; method {token!r} is skipped")
+                    self._explainers[token] = None
                 continue
-            if name not in self._explainers:
-                kwargs: dict[str, Any] = {"bf16": self.bf16, "batch_size": self.batch_size}
-                if name in MASK_COUNT_METHODS:
-                    kwargs["n_masks"] = self.n_masks
-                if name == "random":
-                    kwargs["seed"] = self.seed
-                kwargs["model" if name == "xcos" else "embed_fn"] = model
-                self._explainers[name] = create_explainer(name, **{**kwargs, **self.explainer_args.get(name, {})})
-            self._explainers[name].threshold = threshold_xcos if name == "xcos" else threshold_cos
+            if token not in self._explainers:
+                shared = {"bf16": self.bf16, "batch_size": self.batch_size, "n_masks": self.n_masks, "seed": self.seed,
+                          "sides": self.config.sides}
+                self._explainers[token] = build_explainer(name, model, **{**shared, **options})
+            self._explainers[token].threshold = threshold_xcos if of_xcos else threshold_cos
         return {name: e for name, e in self._explainers.items() if e is not None}
 
     def _log(self, trainer: L.Trainer, scalars: dict[str, float], shown: list[ShownPair], curves: dict,

@@ -8,10 +8,11 @@
   flip TTA, 10 contiguous folds, mean +- std in %): the cosine of the embeddings, and the xCos score for xCos
   models. ``--verify-pairs N`` scores N genuine + N impostor pairs per set (seeded, in file order) instead
   of all of them.
-- Faithfulness (``explain.py benchmark``'s protocols, on the FIRST ``--data`` set, ``--pairs`` genuine +
-  impostor pairs, each model at its own EER threshold on those pairs): per method deletion/insertion AUC,
-  S-RISE flip fractions, DPR FMR/FNMR AUC, explainer seconds per pair. ``xcos`` is skipped (``n/a``) for
-  models without the xCos head.
+- Faithfulness (the engine of ``explain.py benchmark``, ``xcos_lightning.metrics.protocols``, on the FIRST
+  ``--data`` set, ``--pairs`` genuine + impostor pairs, each model at its own EER threshold on those pairs):
+  per method deletion/insertion AUC, S-RISE flip fractions, DPR FMR/FNMR AUC, explainer seconds per pair.
+  Methods take benchmark's options (``name:key=value``). Methods of the xCos score (``xcos``,
+  ``gradcam:score=xcos``, ...) are skipped (``n/a``) for models without the xCos head.
 - Parameters, and latency per pair: median wall time (``--latency-repeats`` timed runs after 3 warm-up runs)
   of scoring the first set's first pair, both faces in one batch, no flip (xCos models: ``xcos_maps``, i.e.
   S, W and the xCos score).
@@ -33,14 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xcos_lightning.cli.benchmark import DEFAULT_PROTOCOLS, MASK_METHODS, faithfulness, select_pairs
+from xcos_lightning.cli.benchmark import log as benchmark_log
 from xcos_lightning.cli.benchmark_report import COLUMNS, IDENTIFICATION_COLUMNS, json_safe
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import score_pair_set
-from xcos_lightning.explain.registry import list_explainers
+from xcos_lightning.explain.registry import explains_xcos, list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
+from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, ProtocolConfig, evaluate_pair_set, select_pairs
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.spec import load_model
 
@@ -65,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="fraction steps of the protocols (default 20)")
     parser.add_argument("--fill", choices=FILLS, default="zero", help="deletion/insertion canvas (default zero)")
     parser.add_argument("--sides", choices=("a", "both"), default="a", help="perturb A only or A and B (default a)")
-    parser.add_argument("--n-masks", type=int, default=None, help=f"masks for {', '.join(MASK_METHODS)}")
+    parser.add_argument("--n-masks", type=int, default=None, help="masks of the mask methods (corrrise, rise, srise)")
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="images per forward pass of the accuracy runs (default 64); the explainers and "
@@ -82,8 +84,12 @@ def log(message: str) -> None:
 
 
 def parse_methods(text: str) -> list[str]:
+    """Method tokens (``name[:key=value...]``, as in benchmark) of ``--methods``, each once."""
     methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = sorted(set(methods) - set(list_explainers()))
+    try:
+        unknown = sorted({parse_method(m)[0] for m in methods} - set(list_explainers()))
+    except ValueError as err:
+        raise DataFormatError(f"--methods {text!r}: {err}") from err
     if not methods or unknown:
         raise DataFormatError(f"--methods {text!r}: unknown or missing methods {unknown or methods}; "
                               f"choose from {list_explainers()}")
@@ -144,11 +150,14 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
         for kind in ("cos", "xcos"):
             m = measured.get(kind, {"acc": math.nan, "acc_std": math.nan})
             row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]
-    usable = [m for m in methods if m != "xcos" or xcos]
-    options = argparse.Namespace(**{**vars(args), "model": spec, "threshold": None, "batch_size": None,
-                                     "protocols": list(DEFAULT_PROTOCOLS), "extra_fills": []})
-    results, _, _, info = faithfulness(model, faith_set, usable, options, device)
-    row["faithfulness/threshold"] = info["threshold"]
+    usable = [m for m in methods if xcos or not explains_xcos(*parse_method(m))]
+    config = ProtocolConfig(protocols=DEFAULT_PROTOCOLS, steps=args.steps, fills=(args.fill,), sides=args.sides,
+                            seed=args.seed, pair_batch=args.pair_batch)
+    options = {"seed": args.seed} | ({} if args.n_masks is None else {"n_masks": args.n_masks})
+    measured = evaluate_pair_set(model, faith_set, usable, config, pairs=args.pairs, explainer_options=options,
+                                 device=device, log=benchmark_log)
+    results = measured.metrics
+    row["faithfulness/threshold"] = measured.info["threshold"]
     for method in methods:
         for _, key, _ in (c for c in COLUMNS if c not in IDENTIFICATION_COLUMNS):
             row[f"explain/{method}/{key}"] = results.get(method, {}).get(key, math.nan)

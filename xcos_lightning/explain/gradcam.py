@@ -16,20 +16,22 @@ from xcos_lightning.explain.base import EmbedFn, Explainer, SideMaps, gradients_
 from xcos_lightning.explain.registry import register_explainer
 from xcos_lightning.models.backbone import GridHead
 
-GRID_SIZE = 7  # side of the last feature map of face CNNs at the 112 x 112 template
+Size = int | tuple[int, int]
 
 
-def default_target_layer(model: nn.Module, size: int = 112) -> nn.Module:
-    """Grad-CAM's default layer: the block that outputs ``model``'s last ``7 x 7`` map on a ``size`` face.
+def default_target_layer(model: nn.Module, size: Size = 112) -> nn.Module:
+    """Grad-CAM's target layer, one rule for every caller: the block that outputs ``model``'s last spatial map
+    (both sides > 1) on a face of ``size`` (``H`` or ``(H, W)``).
 
-    Found by one probe forward (zeros ``(1, 3, size, size)``, eval mode, no grad; the model's modes are
-    restored) with hooks on every submodule: the
-    last ``(1, C, 7, 7)`` output produced is the map; of the modules returning that very tensor the xCos
-    ``GridHead`` is taken if present, else the outermost (the first to start). This gives
-    ``backbone.head`` for an ``XCosModel``, ``conv2`` for ``MobileFaceNet`` and ``bn2`` for ``IResNet``
-    (their grid tap points). Raises ``ModelSpecError`` naming the spatial sizes seen when no submodule
-    outputs a 7 x 7 map (pass ``target_layer`` explicitly then).
+    That map is the last convolutional feature grid before pooling/flattening, whatever its size: 7 x 7 for
+    the 112 x 112 template, 7 x 6 for a 112 x 96 MobileFaceNet. Found by one probe forward (zeros, eval mode,
+    no grad; the model's modes are restored) with hooks on every submodule: the last 4-D output with both
+    spatial sides > 1 is the map; of the modules returning that very tensor the xCos ``GridHead`` is taken if
+    present, else the outermost (the first to start). This gives ``backbone.head`` for an ``XCosModel``,
+    ``conv2`` for ``MobileFaceNet`` and ``bn2`` for ``IResNet`` (their grid tap points). Raises
+    ``ModelSpecError`` when no submodule outputs a spatial map (pass ``target_layer`` explicitly then).
     """
+    height, width = (size, size) if isinstance(size, int) else size
     started: list[nn.Module] = []
     produced: list[tuple[nn.Module, Tensor]] = []
     sizes: set[tuple[int, int]] = set()
@@ -40,13 +42,13 @@ def default_target_layer(model: nn.Module, size: int = 112) -> nn.Module:
     def after(module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(output, Tensor) and output.ndim == 4:
             sizes.add(tuple(output.shape[-2:]))
-            if output.shape[-2:] == (GRID_SIZE, GRID_SIZE):
+            if min(output.shape[-2:]) > 1:
                 produced.append((module, output))
 
     submodules = [m for m in model.modules() if m is not model]
     handles = [h for m in submodules for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     first = next((t for t in (*model.parameters(), *model.buffers())), None)
-    probe = torch.zeros(1, 3, size, size, device=None if first is None else first.device)
+    probe = torch.zeros(1, 3, height, width, device=None if first is None else first.device)
     modes = {m: m.training for m in model.modules()}
     model.eval()  # a training-mode probe would move BatchNorm statistics towards the zero image
     try:
@@ -58,8 +60,8 @@ def default_target_layer(model: nn.Module, size: int = 112) -> nn.Module:
         for m, training in modes.items():
             m.training = training
     if not produced:
-        raise ModelSpecError(f"no layer of {type(model).__name__} outputs a {GRID_SIZE}x{GRID_SIZE} map on a "
-                             f"{size}x{size} face (spatial sizes seen: {sorted(sizes, reverse=True) or 'none'}); "
+        raise ModelSpecError(f"no layer of {type(model).__name__} outputs a spatial map (both sides > 1) on a "
+                             f"{height}x{width} face (4-D output sizes seen: {sorted(sizes, reverse=True) or 'none'}); "
                              "pass GradCAM(..., target_layer=<module>) explicitly")
     grid = produced[-1][1]
     candidates = sorted({m for m, out in produced if out is grid}, key=started.index)
@@ -68,7 +70,7 @@ def default_target_layer(model: nn.Module, size: int = 112) -> nn.Module:
 
 @register_explainer("gradcam")
 class GradCAM(Explainer):
-    """Grad-CAM on ``target_layer`` (the last 7x7 conv block), once per side, bilinearly upsampled.
+    """Grad-CAM on ``target_layer`` (the last spatial conv block), once per side, bilinearly upsampled.
 
     Channel weights are spatial means of the gradients, so the map for ``1 - cos`` is exactly minus the
     map for ``cos``: similarity = ReLU of the signed map, dissimilarity = ReLU of its negation. Raw maps
@@ -80,19 +82,20 @@ class GradCAM(Explainer):
 
     Args:
         embed_fn: the embedding model (its forward must run ``target_layer``); eval mode.
-        target_layer: module whose output ``(B, C, h, w)`` is explained; ``None``: the last 7 x 7 block of
-            ``embed_fn`` (``default_target_layer``).
+        target_layer: module whose output ``(B, C, h, w)`` is explained; ``None``: the block of ``embed_fn``
+            that outputs its last spatial map on a face of ``input_size`` (``default_target_layer``).
+        input_size: ``H`` or ``(H, W)`` of the faces, for finding the default layer (default 112).
         threshold, batch_size, bf16, channels_last: as ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, target_layer: nn.Module | None = None, threshold: float | None = None,
-                 **kwargs) -> None:
+                 *, input_size: Size = 112, **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
         if target_layer is None:
             if not isinstance(embed_fn, nn.Module):
                 raise ModelSpecError(f"Grad-CAM needs target_layer for a {type(embed_fn).__name__} embed_fn "
                                      "(layers are only found automatically in an nn.Module)")
-            target_layer = default_target_layer(embed_fn)
+            target_layer = default_target_layer(embed_fn, input_size)
         self.target_layer = target_layer
         self._recording = False
         self._activation: Tensor | None = None
