@@ -23,7 +23,9 @@ def images(tmp_path):
 
 
 def _run(capsys, *argv) -> tuple[int, list[str], str]:
-    code = main(["pair", *map(str, argv)])
+    """``explain.py pair`` on images without faces: ``--align none`` unless the test asks for a detector."""
+    argv = [*map(str, argv)]
+    code = main(["pair", *argv, *([] if "--align" in argv else ["--align", "none"])])
     captured = capsys.readouterr()
     return code, captured.out.strip().splitlines(), captured.err
 
@@ -95,3 +97,82 @@ def test_pair_reports_bad_input(images, xcos_ckpt, tmp_path, capsys):
     code, _, err = _run(capsys, *images, "--model", xcos_ckpt, "--methods", "random", "--crop", "500", *out)
     assert code == 2 and "crop 500" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def _holiday_photo(face_path, at, scale, canvas=(600, 800), seed=0):
+    """An LFW photo pasted small and off-centre into a larger, busy canvas (a snapshot stand-in)."""
+    rng = np.random.default_rng(seed)
+    h, w = canvas
+    img = Image.fromarray(np.kron(rng.integers(60, 200, (h // 50, w // 50, 3)), np.ones((50, 50, 1))).astype(np.uint8))
+    with Image.open(face_path) as face:
+        img.paste(face.convert("RGB").resize((round(250 * scale), round(250 * scale))), at)
+    return img
+
+
+@pytest.fixture
+def lfw_pair(shared_dir):
+    root = shared_dir / "data/lfw/Aaron_Peirsol"
+    return root / "Aaron_Peirsol_0001.jpg", root / "Aaron_Peirsol_0002.jpg"
+
+
+def test_pair_finds_small_off_centre_faces_and_decides_as_on_the_lfw_photos(shared_dir, lfw_pair, tmp_path, capsys):
+    """Faces of 125-150 px in 600 x 800 snapshots: found, aligned, same decision and nearly the same cosine as
+    the LFW photos themselves; the maps are also drawn back onto the snapshots."""
+    spec = f"mobilefacenet:{shared_dir / 'weights/mobilefacenet_128d.pt'}"
+    snaps = [tmp_path / "snap_a.jpg", tmp_path / "snap_b.png"]
+    _holiday_photo(lfw_pair[0], (520, 60), 0.6).save(snaps[0])
+    _holiday_photo(lfw_pair[1], (40, 300), 0.5, seed=1).save(snaps[1])
+    common = ("--model", spec, "--methods", "random", "--threshold", "0.2339", "--align", "mtcnn", "--json")
+    code, lines, _ = _run(capsys, *snaps, *common, "--out", tmp_path / "snap.png")
+    assert code == 0
+    snap = json.loads(lines[-1])
+    code, lines, _ = _run(capsys, *lfw_pair, *common, "--out", tmp_path / "lfw.png")
+    assert code == 0
+    lfw = json.loads(lines[-1])
+    assert snap["decision"] == lfw["decision"] == "same person"
+    assert abs(snap["score"] - lfw["score"]) < 0.1
+    for photo, (x, y), scale in zip(snap["photos"], [(520, 60), (40, 300)], [0.6, 0.5]):
+        assert photo["aligned"] and len(photo["faces"]) == 1 and photo["faces"][0]["score"] > 0.99
+        x1, y1, x2, y2 = photo["faces"][0]["box"]
+        assert x <= x1 < x2 <= x + 250 * scale and y <= y1 < y2 <= y + 250 * scale  # inside the pasted photo
+        assert len(photo["faces"][0]["points"]) == 5
+    assert snap["figures"] == [str(tmp_path / "snap.png"), str(tmp_path / "snap_photos.png")]
+    with Image.open(tmp_path / "snap_photos.png") as fig:
+        assert fig.width > 4 * 320 and fig.height > 2 * 240
+
+
+def test_pair_photo_with_two_faces_and_photo_without_face(shared_dir, lfw_pair, tmp_path, capsys):
+    spec = f"mobilefacenet:{shared_dir / 'weights/mobilefacenet_128d.pt'}"
+    two = _holiday_photo(lfw_pair[0], (20, 150), 0.6)  # left, away from the centre
+    with Image.open(lfw_pair[1]) as face:
+        two.paste(face.convert("RGB").resize((150, 150)), (330, 230))  # the central face
+    two.save(tmp_path / "two.jpg")
+    common = ("--model", spec, "--methods", "random", "--align", "mtcnn", "--json", "--out", tmp_path / "f.png")
+    code, lines, _ = _run(capsys, tmp_path / "two.jpg", lfw_pair[0], *common)
+    assert code == 0
+    photo = json.loads(lines[-1])["photos"][0]
+    assert len(photo["faces"]) == 2 and photo["chosen"] == 1  # indices left to right: the central one is 1
+    central = json.loads(lines[-1])["score"]
+    code, lines, _ = _run(capsys, tmp_path / "two.jpg", lfw_pair[0], *common, "--face", "0")
+    result = json.loads(lines[-1])
+    assert code == 0 and result["photos"][0]["chosen"] == 0
+    assert result["score"] > 0.95 > central  # face 0 is image 1 of the pair itself, the central one is image 2
+    code, _, err = _run(capsys, tmp_path / "two.jpg", lfw_pair[0], *common, "--face", "2")
+    assert code == 2 and "two.jpg: face 2 requested but 2 found" in err
+
+    blank = Image.fromarray(np.full((300, 400, 3), 120, np.uint8))
+    blank.save(tmp_path / "wall.png")
+    code, _, err = _run(capsys, tmp_path / "wall.png", lfw_pair[0], *common)
+    assert code == 2 and "wall.png: no face found" in err and "--on-miss crop" in err
+    with pytest.warns(RuntimeWarning, match="wall.png: no face found; centre-cropped"):
+        code, lines, _ = _run(capsys, tmp_path / "wall.png", lfw_pair[0], *common, "--on-miss", "crop")
+    photo = json.loads(lines[-1])["photos"][0]
+    assert code == 0 and photo["faces"] == [] and photo["aligned"] is False
+
+
+def test_pair_warns_about_tiny_images(images, xcos_ckpt, tmp_path, capsys):
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.warns(RuntimeWarning, match="tiny.png: the face is upscaled 7.0x"):
+        code, _, _ = _run(capsys, tmp_path / "tiny.png", images[1], "--model", xcos_ckpt, "--methods", "random",
+                          "--out", tmp_path / "t.png")
+    assert code == 0

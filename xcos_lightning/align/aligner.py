@@ -84,6 +84,10 @@ class FaceAligner:
         """Detector settings that the cached landmarks depend on."""
         return self.detector.key
 
+    def find(self, photos: Sequence[np.ndarray]) -> list[tuple[Face, ...]]:
+        """Every face of each uint8 RGB photo ``(H, W, 3)``, sorted left to right (the indices of ``face``)."""
+        return [tuple(sorted(f, key=lambda face: face.box[0] + face.box[2])) for f in self.detector(photos)]
+
     def detect(self, keys: Sequence[str], load: Callable[[int], np.ndarray], num_workers: int = 0,
                progress: bool = True, desc: str = "detecting") -> list[list[Face]]:
         """Faces of photos ``0..len(keys)-1`` (``keys[i]``: photo ``i``'s content key, ``load(i)``: its pixels).
@@ -104,8 +108,8 @@ class FaceAligner:
                       dynamic_ncols=True) as bar:
                 for batch in loader:
                     indices, photos = zip(*batch)
-                    for i, f in zip(indices, self.detector(list(photos))):
-                        found[keys[i]] = sorted(f, key=lambda face: face.box[0] + face.box[2])
+                    for i, f in zip(indices, self.find(list(photos))):
+                        found[keys[i]] = list(f)
                     bar.update(len(batch))
                     if self.cache is not None and len(found) >= 256:
                         self.cache.put_many(found, self.key)
@@ -117,20 +121,21 @@ class FaceAligner:
             faces = [cached[k] for k in keys]
         return faces  # type: ignore[return-value]
 
-    def choose(self, faces: Sequence[Face], shape: tuple[int, ...], where: str) -> Located:
-        """Pick the face to align in a photo of ``shape`` ``(H, W, ...)``; NoFaceError naming ``where`` when
-        there is none (unless ``on_miss="crop"``) or the requested index does not exist."""
-        faces = tuple(faces)
+    def choose(self, faces: Sequence[Face], shape: tuple[int, ...], where: str, face: int | None = None) -> Located:
+        """Pick the face to align in a photo of ``shape`` ``(H, W, ...)`` (``face``: this index instead of the
+        aligner's ``face``); NoFaceError naming ``where`` when there is none (unless ``on_miss="crop"``) or the
+        requested index does not exist."""
+        faces, index = tuple(faces), self.face if face is None else face
         if not faces:
             if self.on_miss == "error":
                 raise NoFaceError(f"{where}: no face found (detector {self.key}); pass an aligned crop, "
                                   "or --on-miss crop to fall back to a centre crop")
             return Located(faces, None)
-        if self.face is not None:
-            if self.face >= len(faces):
-                raise NoFaceError(f"{where}: face {self.face} requested but {len(faces)} found "
+        if index is not None:
+            if index >= len(faces):
+                raise NoFaceError(f"{where}: face {index} requested but {len(faces)} found "
                                   f"(indices 0..{len(faces) - 1}, left to right)")
-            return Located(faces, self.face)
+            return Located(faces, index)
         cy, cx = shape[0] / 2, shape[1] / 2
         distance = [(f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2 for f in faces]
         return Located(faces, int(np.argmin(distance)))

@@ -7,8 +7,8 @@ import argparse
 from xcos_lightning.align import ON_MISS, FaceAligner, LandmarkCache, list_detectors
 
 
-def add_align_args(parser: argparse.ArgumentParser, default: str = "none", face: bool = False) -> None:
-    """``--align``, ``--on-miss``, ``--min-face-size``, ``--cache-dir`` (and ``--face`` with ``face``)."""
+def add_align_args(parser: argparse.ArgumentParser, default: str = "none") -> None:
+    """``--align``, ``--on-miss``, ``--min-face-size``, ``--cache-dir``, ``--no-cache``."""
     group = parser.add_argument_group("face alignment")
     group.add_argument("--align", default=default, metavar="DETECTOR",
                        help=f"detect five landmarks and warp each face onto the ArcFace template: "
@@ -20,9 +20,6 @@ def add_align_args(parser: argparse.ArgumentParser, default: str = "none", face:
     group.add_argument("--cache-dir", default=None,
                        help="landmark cache folder (default $XCOS_CACHE_DIR or ~/.cache/xcos_lightning)")
     group.add_argument("--no-cache", action="store_true", help="detect again instead of reusing cached landmarks")
-    if face:
-        group.add_argument("--face", type=int, default=None, metavar="K",
-                           help="face K (0-based, left to right) of photos with several (default: the most central)")
 
 
 def make_aligner(args: argparse.Namespace, size: tuple[int, int], device: str = "cpu") -> FaceAligner | None:
@@ -31,5 +28,4 @@ def make_aligner(args: argparse.Namespace, size: tuple[int, int], device: str = 
         return None
     options = {"min_face_size": args.min_face_size, "device": device} if args.align == "mtcnn" else {}
     cache = False if args.no_cache else LandmarkCache(args.cache_dir)
-    return FaceAligner(args.align, size=size, face=getattr(args, "face", None), on_miss=args.on_miss, cache=cache,
-                       **options)
+    return FaceAligner(args.align, size=size, on_miss=args.on_miss, cache=cache, **options)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from xcos_lightning.errors import DataFormatError
 
@@ -33,8 +33,17 @@ def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
                 values = np.asarray(img, dtype=np.float64)
                 peak = 65535.0 if values.max() > 255 else 255.0
                 scaled = (values.clip(0, peak) * (255 / peak)).round().astype(np.uint8)
-                return Image.fromarray(scaled).convert("RGB"), img.format
-            return img.convert("RGB"), img.format
+                rgb = Image.fromarray(scaled).convert("RGB")
+            else:
+                rgb = img.convert("RGB")
+            # camera photos store their rotation as an EXIF tag; applied here so every reader sees it upright
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation != 1:
+                exif = rgb.getexif()
+                exif[0x0112] = orientation
+                rgb.info["exif"] = exif.tobytes()
+                rgb = ImageOps.exif_transpose(rgb)
+            return rgb, img.format
     except DataFormatError:
         raise
     except Exception as exc:  # PIL plugins raise many unrelated types on bad data (OSError, SyntaxError, ...)
@@ -44,7 +53,7 @@ def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
 
 def open_image(source: bytes | Path, where: str) -> Image.Image:
     """Decode encoded bytes or an image file (any format PIL reads; grayscale, 16-bit, palette, RGBA and CMYK
-    included) into 8-bit RGB.
+    included) into 8-bit RGB, turned upright by its EXIF orientation.
 
     ``where`` names the file or record in the DataFormatError raised for undecodable data.
     """

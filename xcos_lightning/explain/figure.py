@@ -9,12 +9,16 @@ Layout of :func:`pair_figure`, every panel the same square size:
 - one row per method: the similarity and dissimilarity maps of face A and face B, each blended over its
   face (50 % face, 50 % ``jet`` colour: dark blue = 0, dark red = 1 = the map's peak), with a shared
   colour bar in the header.
+
+:func:`photo_figure` draws the same maps back onto the original photos of aligned faces, with every detected
+face's box, index and landmarks.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
@@ -174,4 +178,72 @@ def pair_figure(img_a: Tensor, img_b: Tensor, explanations: Sequence[PairExplana
     draw.text((GAP, y), "map colour", fill=(0, 0, 0), font=label_font)
     fig.paste(colour_bar(JET, 0.0, 1.0, pw, (0.0, 0.5, 1.0), size=text_h - 3), (col_x[0], y + 2))
     draw.text((col_x[1], y), "each map scaled to its peak (1)", fill=(0, 0, 0), font=label_font)
+    return fig
+
+
+def draw_faces(photo: np.ndarray, faces: Sequence, chosen: int | None, scale: float = 1.0) -> Image.Image:
+    """uint8 RGB photo ``(H, W, 3)`` with every detected face's box, index and five landmarks drawn (the chosen
+    face in green, the others in orange); ``faces``: objects with ``box`` ``(x1, y1, x2, y2)`` and ``points``
+    ``(5, 2)``; ``scale``: the factor the photo will be shown at (lines stay ~2 px wide there)."""
+    img = Image.fromarray(photo)
+    draw = ImageDraw.Draw(img)
+    width = max(1, round(2 / scale))
+    label_font = font(max(10, round(14 / scale)))
+    for k, face in enumerate(faces):
+        colour = (0, 200, 0) if k == chosen else (255, 140, 0)
+        draw.rectangle(tuple(float(v) for v in face.box), outline=colour, width=width)
+        draw.text((float(face.box[0]) + 2, float(face.box[1]) + 1), str(k), fill=colour, font=label_font)
+        r = 2 / scale
+        for x, y in face.points:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    return img
+
+
+def photo_figure(photos: tuple[np.ndarray, np.ndarray], faces: tuple[Sequence, Sequence],
+                 chosen: tuple[int, int], explanations: Sequence[PairExplanation],
+                 back: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]], *, title: str = "",
+                 side: int = 320, index: int = 0) -> Image.Image:
+    """The maps of :func:`pair_figure` drawn back onto the original photos.
+
+    Args:
+        photos: the two uint8 RGB photos ``(H, W, 3)`` (any sizes).
+        faces, chosen: every detected face per photo and the index of the one explained (see :func:`draw_faces`).
+        explanations: one ``PairExplanation`` per method, maps ``(B, h, w)`` in ``[0, 1]`` on the aligned faces.
+        back: ``back(side, face_map) -> (photo_map (H, W), inside (H, W) bool)``, the inverse warp of side
+            ``0`` (A) or ``1`` (B); the map is blended only where the aligned face covers the photo.
+        side: each panel fits a ``side`` x ``side`` box, aspect kept.
+    """
+    label_font, title_font = font(13), font(14)
+    text_h = 17
+    label_w = 7 * text_h
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_h = GAP + int(measure.multiline_textbbox((0, 0), title, font=title_font)[3]) + GAP if title else GAP
+    fit = [min(side / p.shape[1], side / p.shape[0]) for p in photos]
+    sizes = [(max(1, round(p.shape[1] * f)), max(1, round(p.shape[0] * f))) for p, f in zip(photos, fit)]
+    row_h = text_h + max(h for _, h in sizes) + GAP
+    width = label_w + len(PANELS) * (side + GAP)
+    fig = Image.new("RGB", (width, title_h + row_h * (1 + len(explanations)) + GAP), "white")
+    draw = ImageDraw.Draw(fig)
+    if title:
+        draw.multiline_text((GAP, GAP), title, fill=(0, 0, 0), font=title_font)
+    col_x = [label_w + c * (side + GAP) for c in range(len(PANELS))]
+
+    def paste(img: Image.Image, k: int, col: int, y: int, label: str) -> None:
+        draw.text((col_x[col], y), label, fill=(0, 0, 0), font=label_font)
+        fig.paste(img.resize(sizes[k], Image.Resampling.BILINEAR), (col_x[col], y + text_h))
+
+    y = title_h
+    draw.multiline_text((GAP, y + text_h), "photos\n(faces found,\nexplained one\nin green)", fill=(0, 0, 0),
+                        font=label_font)
+    for k in (0, 1):
+        paste(draw_faces(photos[k], faces[k], chosen[k], fit[k]), k, k, y, f"photo {'AB'[k]}: {len(faces[k])} face(s)")
+    y += row_h
+    for e in explanations:
+        draw.multiline_text((GAP, y + text_h), f"{e.method}\n{e.seconds:.2f} s", fill=(0, 0, 0), font=label_font)
+        for col, (k, heat) in enumerate(zip((0, 1, 0, 1), (e.sim_a, e.sim_b, e.dis_a, e.dis_b))):
+            photo_map, inside = back(k, heat[index].detach().float().cpu().numpy())
+            blended = photos[k].copy()
+            blended[inside] = overlay(photos[k], torch.from_numpy(photo_map))[inside]
+            paste(Image.fromarray(blended), k, col, y, PANELS[col])
+        y += row_h
     return fig
