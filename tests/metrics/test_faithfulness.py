@@ -261,15 +261,16 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert {r["label"] for r in rows if r["metric"] == "deletion_genuine"} == {"1"}
     only = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", "--pairs", "3",
                               "--steps", "4", "--device", "cpu", "--protocols", "deletion,dpr", "--json",
-                              "--extra-fills", "blur,mean",
+                              "--extra-fills", "blur,mean,road",
                               "--out", str(tmp_path / "dpr")])
     assert benchmark.run(only) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["random"]
     assert row["flip_deletion_match"] is None and row["dpr_fmr_auc"] is not None  # protocols left out: NaN
     for metric in ("deletion_genuine", "insertion_impostor"):  # one column per canvas
-        assert all(0 <= row[f"{metric}{suffix}"] <= 100 for suffix in ("", "_blur", "_mean"))
+        assert all(0 <= row[f"{metric}{suffix}"] <= 100 for suffix in ("", "_blur", "_mean", "_road"))
     table = (tmp_path / "dpr" / "table.md").read_text()
-    assert "del gen blur ↓" in table and "ins imp mean ↑" in table and "flip" not in table
+    assert "del gen blur ↓" in table and "ins imp mean ↑" in table and "del gen road ↓" in table
+    assert "flip" not in table
     assert len(list((tmp_path / "dpr").glob("*.png"))) == 6
     for option, value in (("--protocols", "deletion,nope"), ("--extra-fills", "zero")):
         bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", option, value])

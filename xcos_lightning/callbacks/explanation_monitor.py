@@ -89,7 +89,7 @@ class ExplanationMonitor(L.Callback):
         max_seconds: float | None = None,
         n_masks: int = 64,
         steps: int = ProtocolConfig.steps,
-        fill: Literal["zero", "mean", "blur"] = "zero",
+        fill: Literal["zero", "mean", "blur", "road"] = "zero",
         sides: Literal["a", "both"] = "a",
         bf16: bool = False,
         batch_size: int | None = None,

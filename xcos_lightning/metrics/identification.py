@@ -26,8 +26,8 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from xcos_lightning.explain.base import Explainer
-from xcos_lightning.metrics.faithfulness import (EmbedFn, area_under_curve, fill_canvas, fraction_grid, pixel_counts,
-                                                 pixel_ranks, replaced_embeddings)
+from xcos_lightning.metrics.faithfulness import (EmbedFn, area_under_curve, fraction_grid, perturbed_embeddings,
+                                                 pixel_counts, pixel_ranks)
 from xcos_lightning.metrics.verification import _unique_rows
 
 COMBINE = ("mean", "max", "top1")
@@ -136,11 +136,10 @@ def identification_correct(embed_fn: EmbedFn, probes: Tensor, probe_ids: Tensor,
     """
     ranks = pixel_ranks(maps, seeds)
     counts = pixel_counts(fraction_grid(steps), maps[0].numel()).expand(len(probes), -1)
-    canvas = fill_canvas(probes, fill)
     ids = probe_ids[:, None].expand(-1, steps + 1)
     out = []
-    for base, other in ((probes, canvas), (canvas, probes)):
-        emb = replaced_embeddings(embed_fn, base, other, ranks, counts, batch_size)
+    for insertion in (False, True):
+        emb = perturbed_embeddings(embed_fn, probes, ranks, counts, fill, insertion, batch_size, seeds=seeds)
         out.append(rank1_correct(emb, ids, gallery_emb, gallery_ids))
     return out[0], out[1]
 

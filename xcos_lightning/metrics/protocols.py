@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from lightning_utilities.core.rank_zero import rank_zero_warn
+from lightning.fabric.utilities.rank_zero import rank_zero_warn  # sets the process rank on import
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics import SumMetric
