@@ -236,8 +236,8 @@ def training_section(args: argparse.Namespace, device: torch.device) -> dict[str
         print(f"\ncompiled floor: first step (compilation included) {results[COMPILED]['first_step_s']:.1f} s")
     lightning = [r["channels_last"] for name, r in results.items() if name.startswith("Lightning")]
     if lightning:
-        print(f"Lightning models channels-last: {bool(lightning[0])}")
-    print("targets: Lightning xCos >= 0.90x, ArcFace-only >= 0.95x the compiled floor")
+        print(f"Lightning models channels-last: {bool(lightning[0])}; targets: Lightning xCos >= 0.90x, "
+              "ArcFace-only >= 0.95x the compiled floor")
     return results
 
 
