@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import Logger
 from PIL import Image
 
-from xcos_lightning.cli.train import main
+from xcos_lightning.cli.train import run
 from xcos_lightning.datamodules import FaceDataModule
 from xcos_lightning.datamodules.image_io import open_image
 from xcos_lightning.datamodules.recordio import RecordIOWriter
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _resume(ckpt: Path, monkeypatch, *extra: str) -> None:
     monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not train.py's
-    main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--ckpt_path", str(ckpt), *extra])
+    run(["fit", "--config", str(REPO / "configs/demo.yaml"), "--ckpt_path", str(ckpt), *extra])
 
 
 def test_resume_refuses_a_checkpoint_that_runs_code(tmp_path, monkeypatch):

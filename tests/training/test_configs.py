@@ -1,7 +1,8 @@
 """The composed configs (configs/base/ + short experiment files) resolve to what the monolithic files did.
 
 ``print_config_before/<path with / as __>.yaml`` is ``train.py fit --config configs/<path> --print_config`` of
-the monolithic configs, run at the commit before the composition (lightning 2.6.6). Every value printed there
+the monolithic configs (lightning 2.6.6), run at the commit before their composition (ms1m/ and webface42m/:
+after 5652426, which moved them to PartialArcFace on purpose). Every value printed there
 must print the same now; keys the code added since (a new constructor argument with its default) are
 allowed, a changed default or a changed experiment value is not. To change an experiment on purpose, edit
 its file and regenerate its ``before`` file with the same command.

@@ -41,3 +41,9 @@ class LastCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # ModelCheckpoint.on_train_end writes last.ckpt if none was written, even under fast_dev_run (which
+        # its other saves skip): a plumbing check beside a running job left a stray last-v1.ckpt in its folder.
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)

@@ -15,6 +15,7 @@
   the report gives the max abs difference of the embeddings and, for xCos models, of the xCos score, S and
   W. Exit code 1 when one exceeds ``--tolerance`` (default 1e-4); the file is kept for inspection.
 - Output: a readable report; ``--json`` adds one JSON object as the last line of stdout.
+- Exit codes (explain.py's rule): 0 parity within tolerance, 1 parity failed, 2 bad input.
 """
 from __future__ import annotations
 
@@ -26,14 +27,14 @@ from pathlib import Path
 
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.models.export import FORMATS, PARITY_BATCH, export_model
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.models.spec import MODEL_SPEC_HELP, load_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``export`` on an ``argparse`` subparsers object."""
     parser = subparsers.add_parser("export", help="export a model (safetensors, TorchScript, ONNX) with parity",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", metavar="SPEC", help="model SPEC: run.ckpt | <format>:<path> | module:function")
+    parser.add_argument("spec", metavar="SPEC", help=MODEL_SPEC_HELP)
     # No argparse choices: an unknown format is reported as the one-line error of every bad input.
     parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--out", required=True, type=Path, help="exported file")

@@ -6,17 +6,17 @@ import sys
 
 # Offline unless the user asks otherwise: no login, no network wait; `wandb sync` uploads later.
 os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import re  # noqa: E402
 
+import yaml  # noqa: E402
 from lightning.fabric.utilities.cloud_io import get_filesystem  # noqa: E402
 from lightning.pytorch import LightningDataModule  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
-from xcos_lightning.errors import UnsafeFileError  # noqa: E402
+from xcos_lightning.errors import UnsafeFileError, XCosError, error_message  # noqa: E402
 from xcos_lightning.models.checkpoint import read_checkpoint  # noqa: E402
 from xcos_lightning.module import XCosModule  # noqa: E402
 
@@ -57,8 +57,6 @@ class LogConfigCallback(SaveConfigCallback):
 
 
 def _yaml_to_dict(text: str) -> dict:
-    import yaml
-
     return yaml.safe_load(text)
 
 
@@ -67,11 +65,14 @@ class XCosCLI(LightningCLI):
         # The number of training identities is a property of the data, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
-    def _parse_ckpt_path(self) -> None:
-        """On ``--ckpt_path``, LightningCLI re-reads the model's config from the checkpoint and instantiates it;
-        a crafted checkpoint could thereby name any installed callable. Here the file is read weights-only
-        with errors naming it, and every class, callable or ``module:function`` SPEC it names must belong to
-        this package or be named by the user's own config too."""
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check a ``--ckpt_path`` checkpoint before LightningCLI re-reads the model's config from it.
+
+        LightningCLI (after this hook) instantiates the model from the checkpoint's hyper-parameters, so a
+        crafted checkpoint could name any installed callable. Here the file is read weights-only with errors
+        naming it, and every class, callable or ``module:function`` SPEC it names must belong to this package
+        or be named by the user's own config too."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not os.path.isfile(ckpt_path):
@@ -80,11 +81,6 @@ class XCosCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         model = self.config[subcommand].get("model")
         _refuse_foreign_imports(hparams, ckpt_path, set(_strings(model.as_dict() if model is not None else {})))
-        if not hparams:
-            return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
 
 def _strings(value: object):
@@ -116,8 +112,9 @@ def _refuse_foreign_imports(value: object, ckpt_path: str, trusted: set[str], wh
             "your config or on the command line (e.g. --model.teacher) and resume again.")
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; returns None, so a console script (``sys.exit(main())``) exits 0 on success.
+def run(args: list[str] | None = None) -> None:
+    """Run the LightningCLI (``fit``, ``validate``, ``test``, ...) on ``args`` (default ``sys.argv[1:]``);
+    errors propagate.
 
     Configs are read in omegaconf+ mode: an interpolation such as ``${....default_root_dir}`` resolves after
     every ``--config`` file and command-line value are merged, so an experiment writes its run folder once
@@ -140,6 +137,29 @@ def main(args: list[str] | None = None) -> None:
         _finish_wandb(exit_code=int(failed))
 
 
+def main(args: list[str] | None = None) -> int:
+    """``train.py`` and the ``xcos-train`` console script: :func:`run`, with explain.py's exit-code rule.
+
+    0 on success; 2 on bad input: a usage error (jsonargparse), or an ``xcos_lightning.errors`` exception,
+    printed as one line (a corrupt image met in a DataLoader worker included); ``--debug`` anywhere in
+    ``args`` shows its traceback instead.
+    """
+    from_argv = args is None
+    given = list(sys.argv[1:] if from_argv else args)
+    args = [a for a in given if a != "--debug"]
+    debug = len(args) < len(given)
+    if from_argv:
+        sys.argv[1:] = args  # LightningCLI reads the command line itself (and warns when also given args)
+    try:
+        run(None if from_argv else args)
+    except XCosError as exc:
+        if debug:
+            raise
+        print(f"train.py: error: {error_message(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _finish_wandb(exit_code: int) -> None:
     """Close the W&B run so its files (config, summary, exit record) are complete, also after a failure.
 
@@ -152,4 +172,4 @@ def _finish_wandb(exit_code: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

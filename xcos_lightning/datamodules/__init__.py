@@ -1,5 +1,17 @@
-"""LightningDataModules and data sets: synthetic default data, real face formats, pair sampling."""
-from xcos_lightning.datamodules.face_data import AlternatingOrder, FaceDataModule, FaceTrainPairs, open_train_set
-from xcos_lightning.datamodules.synthetic import SyntheticFacesDataModule
+"""LightningDataModules and data sets: synthetic default data, real face formats, pair sampling.
 
-__all__ = ["AlternatingOrder", "FaceDataModule", "FaceTrainPairs", "SyntheticFacesDataModule", "open_train_set"]
+The DataModules are imported on first use of their name here (PEP 562 ``__getattr__``): reading pair sets
+(``xcos_lightning.datamodules.pair_set``, ``pairs_file``: ``explain.py verify``, ``pair``) must not import
+Lightning and albumentations, which only the training DataModules need.
+"""
+from importlib import import_module
+
+_EXPORTS = {"AlternatingOrder": "face_data", "FaceDataModule": "face_data", "FaceTrainPairs": "face_data",
+            "open_train_set": "face_data", "SyntheticFacesDataModule": "synthetic"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -17,6 +17,10 @@ from xcos_lightning.errors import ModelSpecError
 # file path such as ``runs/x.ckpt`` or ``C:\\model.pt`` never matches).
 _IMPORT_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 PROBE_SIZE = 112  # side of the zero image a module:function model is checked on
+# The --model help of every command (one string: the SPEC forms are listed once).
+MODEL_SPEC_HELP = ("model SPEC: run.ckpt (of train.py) | mobilefacenet:<file> | arcface_torch-r18|r34|r50|r100:<file> "
+                   "| safetensors:<file> (of explain.py export) | package.module:function (imports and runs that "
+                   "code: trusted code only)")
 
 
 class CallableEmbedding(nn.Module):
