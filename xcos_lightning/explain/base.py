@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xcos_lightning.errors import DataFormatError
+from xcos_lightning.errors import DataFormatError, ModelSpecError
 
 EmbedFn = Callable[[Tensor], Tensor]
 
@@ -197,6 +197,19 @@ class Explainer:
             return side_a, side_a.zeros_like(), score, {}
         return side_a, self._pair_side(img_b, img_a, emb_a, score), score, {}
 
+    def _explain_xcos(self, img_a: Tensor, img_b: Tensor,
+                      side: Callable[[Tensor, ArgumentsFn], SideMaps]) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
+        """``_explain`` of a gradient method explaining the xCos score (``XCosScore``): ``side(x, arguments_fn)``
+        gives the evidence of images ``x`` from the arguments of the score as a function of ``x``."""
+        xcos = XCosScore(self.embed_fn)
+        with torch.no_grad():
+            grid_a, grid_b = xcos.grid(img_a), xcos.grid(img_b)
+            score = xcos.score(grid_a, grid_b).float()
+        side_a = side(img_a, lambda x: xcos.arguments(x, grid_b, "a"))
+        if self.sides == "a":
+            return side_a, side_a.zeros_like(), score, {}
+        return side_a, side(img_b, lambda x: xcos.arguments(x, grid_a, "b")), score, {}
+
     def _pair_side(self, x: Tensor, partner_image: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
         """Evidence for ``x`` given its partner's images ``(B, 3, H, W)`` and embeddings; most methods need
         only the embeddings (``_side``)."""
@@ -245,6 +258,39 @@ class Explainer:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+SCORES = ("cos", "xcos")
+ArgumentsFn = Callable[[Tensor], Tensor]
+
+
+class XCosScore:
+    """The xCos score of an xCos model (``grid``, ``maps_from_grids``) as a sum of arguments, for the gradient
+    methods' ``score="xcos"``: ``xcos(A, B) = sum_c W_c S_c = sum_{c,d} W_c e^A_{cd} e^B_{cd}`` with ``e`` the
+    grid features L2-normalised per cell, so the arguments ``W_c e^A_{cd} e^B_{cd}`` (``(B, G * 49)``) sum to the
+    score as the cosine's ``e^A_d e^B_d`` sum to the cosine."""
+
+    def __init__(self, model: Any) -> None:
+        if not (callable(getattr(model, "grid", None)) and callable(getattr(model, "maps_from_grids", None))
+                and getattr(model, "has_xcos", False)):
+            raise ModelSpecError(f"score='xcos' needs an xCos model (grid, maps_from_grids and attention); "
+                                 f"{type(model).__name__} is not one")
+        self.model = model
+
+    def grid(self, x: Tensor) -> Tensor:
+        return self.model.grid(x)
+
+    def score(self, grid_a: Tensor, grid_b: Tensor) -> Tensor:
+        return self.model.maps_from_grids(grid_a, grid_b)[2]
+
+    def arguments(self, x: Tensor, partner_grid: Tensor, side: str) -> Tensor:
+        """Arguments ``(B, G * 49)`` of ``xcos(x, partner)`` (``side="a"``) or ``xcos(partner, x)`` (``"b"``:
+        attention need not be symmetric), with gradients to ``x`` only."""
+        grid = self.grid(x)
+        partner_grid = partner_grid.clone().detach()
+        grid_a, grid_b = (grid, partner_grid) if side == "a" else (partner_grid, grid)
+        attention = self.model.maps_from_grids(grid_a, grid_b)[1]
+        return (attention[:, None] * F.normalize(grid_a, dim=1) * F.normalize(grid_b, dim=1)).flatten(1)
 
 
 def _check_pair(img_a: Tensor, img_b: Tensor) -> None:

@@ -5,14 +5,14 @@ as ``-cos``). One backward pass serves both, since the dissimilarity gradients a
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError
-from xcos_lightning.explain.base import EmbedFn, Explainer, SideMaps, gradients_enabled
+from xcos_lightning.explain.base import SCORES, EmbedFn, Explainer, SideMaps, XCosScore, gradients_enabled
 from xcos_lightning.explain.registry import register_explainer
 from xcos_lightning.models.backbone import GridHead
 
@@ -85,12 +85,20 @@ class GradCAM(Explainer):
         target_layer: module whose output ``(B, C, h, w)`` is explained; ``None``: the block of ``embed_fn``
             that outputs its last spatial map on a face of ``input_size`` (``default_target_layer``).
         input_size: ``H`` or ``(H, W)`` of the faces, for finding the default layer (default 112).
+        score: ``"cos"`` explains the embedding cosine to the fixed partner; ``"xcos"`` the xCos score of an
+            xCos model (``XCosScore``: ``xcos(x, B)`` with B's grid fixed, ``xcos(A, x)`` for image B); give it
+            the xCos threshold then.
         threshold, batch_size, bf16, channels_last: as ``Explainer``.
     """
 
     def __init__(self, embed_fn: EmbedFn, target_layer: nn.Module | None = None, threshold: float | None = None,
-                 *, input_size: Size = 112, **kwargs) -> None:
+                 *, input_size: Size = 112, score: str = "cos", **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if score == "xcos":
+            XCosScore(embed_fn)  # fails early, naming the model, if it has no xCos score
+        self.score = score
         if target_layer is None:
             if not isinstance(embed_fn, nn.Module):
                 raise ModelSpecError(f"Grad-CAM needs target_layer for a {type(embed_fn).__name__} embed_fn "
@@ -109,21 +117,31 @@ class GradCAM(Explainer):
         if self._recording:
             self._activation = output
 
+    def _explain(self, img_a: Tensor, img_b: Tensor) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
+        if self.score == "xcos":
+            return self._explain_xcos(img_a, img_b, lambda x, arguments: self._cam_side(
+                x, lambda images: arguments(images).sum(1)))
+        return super()._explain(img_a, img_b)
+
     def _side(self, x: Tensor, partner: Tensor, score: Tensor) -> SideMaps:
+        # The clone, made inside the gradient block, is a graph-capable copy of an outer inference_mode tensor.
+        return self._cam_side(x, lambda images: F.cosine_similarity(self.embed(images), partner.clone(), dim=1))
+
+    def _cam_side(self, x: Tensor, target: Callable[[Tensor], Tensor]) -> SideMaps:
+        """CAMs of images ``x`` for the per-sample scores ``target(x)`` ``(B,)`` (a forward through the model)."""
         self._hook()
         with gradients_enabled():
             # Clones turn tensors made under an outer inference_mode into graph-capable ones.
-            x, partner = x.clone().requires_grad_(True), partner.clone()
+            x = x.clone().requires_grad_(True)
             self._recording = True
             try:
-                emb = self.embed(x)
+                scores = target(x)
                 activation = self._activation
             finally:
                 self._recording, self._activation = False, None
             if activation is None:
                 raise RuntimeError("target_layer did not run during embed_fn(x): pass a layer of this model")
-            target = F.cosine_similarity(emb, partner, dim=1).sum()  # samples are independent in eval mode
-            (grads,) = torch.autograd.grad(target, activation)
+            (grads,) = torch.autograd.grad(scores.sum(), activation)  # samples are independent in eval mode
         pos, neg = self._cams(activation.detach().float(), grads.float())
         return SideMaps(*(F.interpolate(m[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
                           for m in (pos, neg)))

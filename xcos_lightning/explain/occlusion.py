@@ -21,7 +21,8 @@ class Occlusion(MaskingExplainer):
 
     Args:
         patch_sizes: side lengths of the occluding squares (xFace: 7, 14, 28).
-        stride: step between patch positions (xFace: 5).
+        stride: step between patch positions (xFace: 5); at most the largest patch size, else pixels between
+            the patches are never hidden and their score change is 0/0 (rejected with a ``ValueError``).
         fill: value of occluded pixels (0 = black).
         fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
@@ -30,6 +31,11 @@ class Occlusion(MaskingExplainer):
                  patch_sizes: Sequence[int] = (7, 14, 28), stride: int = 5, **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
         self.patch_sizes, self.stride = tuple(patch_sizes), stride
+        if not self.patch_sizes or min(self.patch_sizes) < 1 or stride < 1:
+            raise ValueError(f"occlusion needs patch sizes >= 1 and stride >= 1, got {self.patch_sizes}, {stride}")
+        if stride > max(self.patch_sizes):
+            raise ValueError(f"occlusion stride {stride} is larger than the largest patch ({max(self.patch_sizes)} px): "
+                             f"the pixels between patches would never be hidden; use stride <= {max(self.patch_sizes)}")
 
     def _make_masks(self, size: Size) -> MaskSet:
         return MaskSet("occlusion", None, occlusion_masks(size, self.patch_sizes, self.stride))

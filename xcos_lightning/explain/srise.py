@@ -13,24 +13,42 @@ from xcos_lightning.explain.registry import register_explainer
 class SRISE(MaskingExplainer):
     """S-RISE on pairs: image A under blob masks against the clean B, then B against the clean A.
 
-    The paper's saliency ``sum_k s_k M_k`` has no sign. We centre the scores at their mean over the N
-    masks (``score_weighted_map``): positive where keeping a pixel raises ``cos`` above the average
-    masked copy (similarity), negative where it lowers it (dissimilarity). Raw maps are in score units.
+    Two saliencies (``saliency``):
+
+    - ``"centred"`` (default): the scores centred at their mean over the N masks, averaged per pixel over the
+      masks' weight there (``score_weighted_map``): positive where keeping a pixel raises ``cos`` above the
+      average masked copy (similarity), negative where it lowers it (dissimilarity);
+    - ``"paper"``: the paper's ``sum_k s_k M_k / N``, which has no sign of its own: the protocols rank it
+      descending for similarity and ascending for dissimilarity, and its positive part is shown as the
+      similarity map. It also follows how often the masks keep a pixel (``sum_k M_k``), so pixels the blobs
+      cover more rank higher whatever their effect.
+
+    The default is the one that measured better (``BENCHMARKS.md``, S-RISE saliency). Raw maps are in score
+    units.
 
     Args:
         n_masks: N (paper: 500). blobs, kernel, sigma: blobs per mask and their Gaussian (paper 100, 40, 7).
+        saliency: ``"centred"`` or ``"paper"`` (above).
         seed: seed of the mask set, drawn once per image size and reused.
         fill, fast, batch_size, bf16, channels_last: as ``MaskingExplainer`` / ``Explainer``.
     """
 
+    SALIENCIES = ("centred", "paper")
+
     def __init__(self, embed_fn: EmbedFn, threshold: float | None = None, *, n_masks: int = 500, blobs: int = 100,
-                 kernel: int = 40, sigma: float = 7.0, seed: int = 0, **kwargs) -> None:
+                 kernel: int = 40, sigma: float = 7.0, seed: int = 0, saliency: str = "centred", **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
+        if saliency not in self.SALIENCIES:
+            raise ValueError(f"saliency must be one of {self.SALIENCIES}, got {saliency!r}")
         self.n_masks, self.blobs, self.kernel, self.sigma, self.seed = n_masks, blobs, kernel, sigma, seed
+        self.saliency = saliency
 
     def _make_masks(self, size: Size) -> MaskSet:
         return MaskSet.generate("srise", self.n_masks, size, self.seed, blobs=self.blobs, kernel=self.kernel,
                                 sigma=self.sigma)
 
     def _saliency(self, scores: Tensor, masks: Tensor, clean: Tensor) -> Tensor:
+        if self.saliency == "paper":
+            flat = masks.flatten(1)
+            return (scores.to(flat.dtype) @ flat / flat.shape[0]).view(-1, *masks.shape[1:])
         return score_weighted_map(scores, masks)
