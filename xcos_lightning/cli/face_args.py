@@ -7,14 +7,16 @@ import argparse
 from xcos_lightning.align import ON_MISS, FaceAligner, LandmarkCache, list_detectors
 
 
-def add_align_args(parser: argparse.ArgumentParser, default: str = "none") -> None:
-    """``--align``, ``--on-miss``, ``--min-face-size``, ``--cache-dir``, ``--no-cache``."""
+def add_align_args(parser: argparse.ArgumentParser, default: str = "none", on_miss: tuple[str, ...] = ON_MISS,
+                   on_miss_help: str = "photo without a face: error (default) or crop (the centre crop, counted "
+                                       "and warned)") -> None:
+    """``--align``, ``--on-miss`` (``on_miss``: its choices, the first the default), ``--min-face-size``,
+    ``--cache-dir``, ``--no-cache``."""
     group = parser.add_argument_group("face alignment")
     group.add_argument("--align", default=default, metavar="DETECTOR",
                        help=f"detect five landmarks and warp each face onto the ArcFace template: "
                             f"{' | '.join(list_detectors())} | package.module:function | none (default {default})")
-    group.add_argument("--on-miss", choices=ON_MISS, default="error",
-                       help="photo without a face: error (default) or crop (the centre crop, counted and warned)")
+    group.add_argument("--on-miss", choices=on_miss, default=on_miss[0], help=on_miss_help)
     group.add_argument("--min-face-size", type=int, default=20,
                        help="mtcnn: smallest face searched for, px (default 20; landmarks move ~1 px with it)")
     group.add_argument("--cache-dir", default=None,

@@ -37,7 +37,8 @@ def _read(source: Source) -> bytes:
 
 
 class SourceAlignment:
-    """The chosen :class:`Face` of each of ``sources`` (``None``: no face, the caller's centre crop is used).
+    """The chosen :class:`Face` of each of ``sources`` (``faces``; ``None``: no face, the caller's centre crop is
+    used), every face found (``found``) and the content keys of the sources (``keys``).
 
     Raises :class:`~xcos_lightning.align.NoFaceError` naming the first photo without a face when the aligner's
     ``on_miss`` is ``"error"``. Counts ``misses`` (centre-cropped), ``multi`` (photos with several faces) and
@@ -48,8 +49,8 @@ class SourceAlignment:
                  progress: bool = True) -> None:
         self.aligner, self.size = aligner, aligner.size
         sources = list(sources)
-        keys = [content_key(_read(s)) for s in sources]
-        found = aligner.detect(keys, _Decoder(sources, name), num_workers=num_workers, progress=progress,
+        self.keys = keys = [content_key(_read(s)) for s in sources]
+        self.found = found = aligner.detect(keys, _Decoder(sources, name), num_workers=num_workers, progress=progress,
                                desc=f"{name}: detecting faces")
         self.faces: list[Face | None] = []
         misses, multi, small = [], 0, 0

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
+from xcos_lightning.align import FaceAligner
 from xcos_lightning.datamodules.image_folder import IdentityFolderDataset
 from xcos_lightning.datamodules.pair_sampling import PairLoader, PairSampler, TrainPairs
 from xcos_lightning.datamodules.pair_set import PairSet
@@ -30,15 +31,21 @@ FaceDataset = IdentityFolderDataset | RecordIODataset
 
 
 def open_train_set(train: str | Path, size: int = 112, crop: int | None = None, transform=None,
-                   skip_bad_records: bool = False) -> FaceDataset:
+                   skip_bad_records: bool = False, aligner: FaceAligner | None = None,
+                   num_workers: int = 0) -> FaceDataset:
     """``train``: a ``.rec`` (``.idx`` and ``property`` beside it; MS1M header record handled by the reader)
     or an identity-folder root ``root/<identity>/<image>``. Raises DataFormatError naming a missing path.
-    ``skip_bad_records``: a ``.rec`` leaves out records whose header cannot be read (see RecordIODataset)."""
+    ``skip_bad_records``: a ``.rec`` leaves out records whose header cannot be read (see RecordIODataset).
+    ``aligner``: identity folders of raw photos are detected once (landmarks cached) and aligned on load."""
     path = Path(train)
     if path.suffix == ".rec":
+        if aligner is not None:
+            raise DataFormatError(f"{path}: align a .rec's images before packing it (xcos-convert align), "
+                                  "or train on the aligned identity folders")
         return RecordIODataset(path, size=size, crop=crop, transform=transform, skip_bad_records=skip_bad_records)
     if path.is_dir():
-        return IdentityFolderDataset(path, size=size, crop=crop, transform=transform)
+        data = IdentityFolderDataset(path, size=size, crop=crop, transform=transform)
+        return data if aligner is None else data.align(aligner, num_workers)
     raise DataFormatError(f"training data {str(train)!r} not found: expected an identity-folder root "
                           "(root/<identity>/<image>) or a .rec file (with its .idx and property beside it)")
 
@@ -126,6 +133,13 @@ class FaceDataModule(L.LightningDataModule):
         val_sets: ``{name: data SPEC}``; a SPEC is ``path/set.bin``, ``lfw:<folder>`` (centre crop 120 px
             around (125, 125) of the 250x250 deep-funneled images, resized to ``size``) or
             ``pairs:<root>:<pairs file>``. Logged as ``val/<name>/acc_cos``, ``val/<name>/acc_xcos``, ...
+        align: a face detector (``mtcnn``, ``dlib``, ``package.module:function``) that aligns every val set's
+            images (and identity-folder training photos with ``align_train``) onto the ArcFace template, as
+            the papers' data are; landmarks are detected once at setup and cached by file content
+            (``XCOS_CACHE_DIR``). ``None``: each SPEC's own crop. ``align_options`` go to
+            :class:`~xcos_lightning.align.FaceAligner` (``on_miss``, ``min_face_size``, ``face``, ...).
+        align_train: also align the training identity folders (raw photos); default off, since training
+            sets usually come aligned (``.rec``, kz_celeb25) or are aligned once by ``xcos-convert align``.
         batch_size: pairs per batch (two images each), per process under DDP.
         num_workers: DataLoader workers per loader and process.
         seed: pair draws and augmentation (reseeded per worker and epoch by ``seed_worker``).
@@ -145,12 +159,21 @@ class FaceDataModule(L.LightningDataModule):
 
     def __init__(self, train: str, val_sets: dict[str, str] | None = None, batch_size: int = 64,
                  num_workers: int = 2, seed: int = 0, size: int = 112, crop: int | None = None,
-                 augment: bool = True, skip_bad_records: bool = False) -> None:
+                 augment: bool = True, skip_bad_records: bool = False, align: str | None = None,
+                 align_options: dict | None = None, align_train: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.val_set_names = list(val_sets or {})
         self._train_set: FaceDataset | None = None
         self._val: dict[str, PairSet] = {}
+
+    def aligner(self) -> FaceAligner | None:
+        hp = self.hparams
+        if hp.align is None:
+            return None
+        options = dict(hp.align_options or {})
+        options.setdefault("size", (hp.size, hp.size))
+        return FaceAligner(hp.align, **options)
 
     @property
     def train_set(self) -> FaceDataset:
@@ -159,7 +182,9 @@ class FaceDataModule(L.LightningDataModule):
             hp = self.hparams
             self._train_set = open_train_set(hp.train, hp.size, hp.crop,
                                              train_transform(hp.seed) if hp.augment else None,
-                                             skip_bad_records=hp.skip_bad_records)
+                                             skip_bad_records=hp.skip_bad_records,
+                                             aligner=self.aligner() if hp.align_train else None,
+                                             num_workers=hp.num_workers)
         return self._train_set
 
     @property
@@ -169,7 +194,8 @@ class FaceDataModule(L.LightningDataModule):
     def val_pair_set(self, name: str) -> PairSet:
         """The pair set ``name`` of ``val_sets``, loaded (and checked) on first use."""
         if name not in self._val:
-            self._val[name] = load_pair_set(self.hparams.val_sets[name], size=self.hparams.size)
+            self._val[name] = load_pair_set(self.hparams.val_sets[name], size=self.hparams.size,
+                                            aligner=self.aligner(), num_workers=self.hparams.num_workers)
         return self._val[name]
 
     def setup(self, stage: str) -> None:

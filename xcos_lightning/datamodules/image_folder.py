@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from xcos_lightning.align import FaceAligner
+from xcos_lightning.datamodules.aligned import SourceAlignment
 from xcos_lightning.datamodules.image_io import open_image, prepare, to_tensor
 from xcos_lightning.errors import DataFormatError
 
@@ -56,14 +58,26 @@ class IdentityFolderDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = [p.name for p in folders]
         self.num_classes = len(folders)
+        self.alignment: SourceAlignment | None = None
+
+    def align(self, aligner: FaceAligner, num_workers: int = 0, progress: bool = True) -> "IdentityFolderDataset":
+        """Detect every photo's face once (cached landmarks reused) so that items are aligned faces; returns
+        ``self``. Photos without a face: NoFaceError, or with ``on_miss="crop"`` the centre crop."""
+        if aligner.size != (self.size, self.size):
+            raise DataFormatError(f"{self.root}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
+                                  f"the dataset {self.size}x{self.size}")
+        self.alignment = SourceAlignment(aligner, self.paths, str(self.root), num_workers, progress)
+        return self
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load_image(self, i: int) -> np.ndarray:
-        """Image ``i`` after crop/resize: uint8 RGB ``(size, size, 3)``."""
+        """Image ``i`` after alignment or crop/resize: uint8 RGB ``(size, size, 3)``."""
         path = self.paths[i]
-        return prepare(open_image(path, str(path)), self.size, self.crop, where=str(path))
+        image = open_image(path, str(path))
+        aligned = None if self.alignment is None else self.alignment.warp(i, image)
+        return aligned if aligned is not None else prepare(image, self.size, self.crop, where=str(path))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = self.load_image(i)
