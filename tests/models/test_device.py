@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from xcos_lightning.datamodules import SyntheticFacesDataModule
+from xcos_lightning.explain.inference import fuse_conv_bn
 from xcos_lightning.models import GridBackbone, LearnedAttention, XCosModel
 from xcos_lightning.models.device import (
     compile_trunk, is_channels_last, prepare_for_device, set_channels_last, use_channels_last,
@@ -104,6 +105,19 @@ class _Lines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+
+
+def test_a_compiled_channels_last_model_still_folds_batchnorm_for_explainers():
+    """Explainers' inference copies trace the model with torch.fx: the switches' hooks must not stop that."""
+    model = _model()
+    set_channels_last(model, True)
+    compile_trunk(model.backbone, backend="eager", report=lambda line: None)
+    x = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fuse_conv_bn(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.backbone.trunk.modules())
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_channels_last_module_checkpoint_loads_uncompiled(tmp_path):

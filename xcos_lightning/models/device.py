@@ -96,15 +96,18 @@ def compile_trunk(backbone: GridBackbone, backend: str = "inductor", report: Cal
         return backbone.training, torch.is_grad_enabled()
 
     def before(module: nn.Module, args: tuple) -> None:
-        if mode() not in reported:
+        # Real images only: under torch.fx tracing the arguments are proxies and nothing compiles.
+        if mode() not in reported and all(isinstance(a, Tensor) for a in args):
             started[mode()] = time.perf_counter()
 
     def after(module: nn.Module, args: tuple, output: Tensor) -> None:
+        # Nothing here may look at the tensors: torch.fx traces copies of the model (BatchNorm folding for
+        # explainers) with these hooks attached, and a proxy cannot decide Python control flow.
         key = mode()
-        if key in reported:
+        if key in reported or key not in started:
             return
-        if output.is_cuda:
-            torch.cuda.synchronize(output.device)
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         reported.add(key)
         label = ("train" if key[0] else "eval") + ("" if key[1] else ", no grad")
         report(f"compiled trunk ({label}) in {time.perf_counter() - started.pop(key):.1f} s "
