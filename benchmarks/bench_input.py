@@ -2,7 +2,8 @@
 
 Real data (``--data``, default ``../shared/data/kz_celeb25``): its ``training/`` identity folders (112 x 112
 JPEGs) and the ``.rec`` files of ``validation/`` and ``testing/`` (the same kind of JPEG records as
-MS1M-ArcFace's ``train.rec``; kz_celeb25 ships no training ``.rec``). Rows, images per second of one
+MS1M-ArcFace's ``train.rec``; kz_celeb25 ships no training ``.rec``; a missing ``.rec`` is left out, as on
+the GPU machine, where only ``training/`` travels). Rows, images per second of one
 process on one thread (``torch``, OpenCV and the decoders single-threaded: what one DataLoader worker does):
 
 - ``bare decode, PIL``: ``Image.open(bytes).convert("RGB")`` to a uint8 array, the decoder every reader of
@@ -145,6 +146,10 @@ def main() -> None:
 
     sets = {"identity folders": args.data / "training", "RecordIO validation.rec": args.data / "validation/validation.rec",
             "RecordIO testing.rec": args.data / "testing/testing.rec"}
+    missing = [str(path) for name, path in sets.items() if not path.exists()]
+    if str(sets["identity folders"]) in missing:
+        raise SystemExit(f"no identity folders at {sets['identity folders']} (see --data)")
+    sets = {name: path for name, path in sets.items() if path.exists()}
     sizes = {}
     for name, path in sets.items():
         plain = open_train_set(path)
@@ -165,7 +170,7 @@ def main() -> None:
           f"{np.mean([len(b) for b in blobs]) / 1024:.1f} KiB on average; one thread; {args.rounds} rounds of "
           f"{args.images} images; torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"Pillow {Image.__version__}, OpenCV {cv2.__version__}; {os.cpu_count()} CPUs; load average "
-          f"{os.getloadavg()[0]:.1f}\n")
+          f"{os.getloadavg()[0]:.1f}" + (f"; not found, left out: {', '.join(missing)}" if missing else "") + "\n")
     extra = f" | workers for {args.consume:,.0f} images/s" if args.consume else ""
     print(f"| row | images/s per worker{extra} |\n|---|---|" + ("---|" if args.consume else ""))
     for name, value in rows.items():
