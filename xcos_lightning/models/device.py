@@ -60,7 +60,8 @@ def set_channels_last(model: nn.Module, enabled: bool) -> nn.Module:
 
 
 def is_channels_last(model: nn.Module) -> bool:
-    """True when :func:`set_channels_last` turned ``model`` channels-last (its images are converted)."""
+    """True when :func:`set_channels_last` turned ``model`` channels-last (its images are converted).
+    A ``copy.deepcopy`` of such a model keeps the weights' format and the conversion hook but reads False."""
     return image_entry(model) in _INPUT_HOOKS
 
 
