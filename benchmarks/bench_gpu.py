@@ -26,13 +26,14 @@ Sized for one run of at most 4 minutes on one GPU (H200 class). Three sections, 
    already on the device; models of ``--explain-trunks`` prepared by ``models.device.prepare_for_device``.
    Images/s count every image forwarded (mirrors included). Target: verify >= 0.8x the bare forward.
 3. Explanation: seconds per pair of ``xcos``, ``xssab``, ``gradcam`` and ``corrrise`` (``--n-masks``, default
-   1,000) from the explainer registry, ``--explain-pairs`` random pairs per call on the device, each method
-   called once untimed first, median of ``--explain-rounds`` calls; models as in 2 (random weights: the
-   cost of a forward does not depend on them). CorrRISE is compared with its 2 x n_masks masked forwards
+   1,000), built by the registry's ``build_explainer`` as ``explain.py benchmark`` builds them, bf16 on
+   CUDA, ``--explain-pairs`` random pairs per call on the device, each method called once untimed first,
+   median of ``--explain-rounds`` calls; models as in 2 (random weights: the cost of a forward does not
+   depend on them). CorrRISE is compared with its 2 x n_masks masked forwards
    per pair at the bare no-grad forward rate of the same model at the explainer's batch size (target
    <= 1.5x).
 
-``--device cpu --smoke`` runs every row in seconds (tiny trunk, 4 pairs, 8 masks): the CI test.
+``--device cpu --smoke`` runs every row in seconds (tiny trunk at width 0.25, 2 pairs, 8 masks): the CI test.
 
     python benchmarks/bench_gpu.py [--device cuda] [--json results.json]
     python benchmarks/bench_gpu.py --device cpu --smoke
@@ -60,7 +61,7 @@ from memory import peak_rss_mib, reset_peak_rss  # sibling script: /proc reading
 from trunks import trunk_kwargs  # sibling script: --width per trunk
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.evaluate import pair_scores, score_pair_set
-from xcos_lightning.explain import create_explainer
+from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.models import ArcFace, GridBackbone, LearnedAttention, XCosModel, create_backbone
 from xcos_lightning.models.backbone import grid_embedding
 from xcos_lightning.models.device import compile_trunk, is_channels_last, prepare_for_device, set_channels_last
@@ -301,10 +302,8 @@ def explanation_section(args: argparse.Namespace, device: torch.device, trunks: 
     results: dict[str, dict[str, float]] = {}
     for trunk in trunks:
         model = explain_model(args, trunk, device)
-        explainers = {"xcos": create_explainer("xcos", model=model, bf16=bf16),
-                      "xssab": create_explainer("xssab", embed_fn=model, bf16=bf16),
-                      "gradcam": create_explainer("gradcam", embed_fn=model, bf16=bf16),
-                      "corrrise": create_explainer("corrrise", embed_fn=model, n_masks=args.n_masks, bf16=bf16)}
+        # n_masks is a shared option: build_explainer passes it to the mask methods only
+        explainers = {name: build_explainer(name, model, bf16=bf16, n_masks=args.n_masks) for name in METHODS}
         row = {}
         for name, explainer in explainers.items():
             explainer(img_a, img_b)  # untimed: masks, inference copy, cuDNN plans
