@@ -357,7 +357,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="MobileFaceNet width_mult; IResNet width / 64")
     parser.add_argument("--classes", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=128, help="pairs per training step (2x images)")
-    parser.add_argument("--precision", default=None, help="training precision (default bf16-mixed on CUDA, else 32-true)")
+    parser.add_argument("--precision", default=None,
+                        help="training precision (default bf16-mixed on CUDA, else 32-true)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rows", type=rows_list, default=list(ROWS), help=f"training rows, comma-separated, of {ROWS}")
@@ -371,7 +372,8 @@ def main() -> None:
     parser.add_argument("--explain-pairs", type=int, default=8, help="pairs per explainer call")
     parser.add_argument("--explain-rounds", type=int, default=3)
     parser.add_argument("--explain-forwards", type=int, default=20, help="batches of the bare forward reference")
-    parser.add_argument("--verify-data", default=None, help="pair set SPEC (default: LFW of --shared, else random pairs)")
+    parser.add_argument("--verify-data", default=None,
+                        help="pair set SPEC (default: LFW of --shared, else random pairs)")
     parser.add_argument("--verify-pairs", type=int, default=600, help="random pairs when no LFW")
     parser.add_argument("--verify-batch", type=int, default=64, help="pairs per verify forward (explain.py's default)")
     parser.add_argument("--verify-workers", type=int, default=min(8, os.cpu_count() or 1))

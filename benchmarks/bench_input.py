@@ -144,7 +144,8 @@ def main() -> None:
         rows["bare decode, torchvision CUDA, incl. bytes host-to-device"] = rate(
             lambda: decode_gpu([t.to(device) for t in tensors], args.gpu_batch, device), args.rounds)
 
-    sets = {"identity folders": args.data / "training", "RecordIO validation.rec": args.data / "validation/validation.rec",
+    sets = {"identity folders": args.data / "training",
+            "RecordIO validation.rec": args.data / "validation/validation.rec",
             "RecordIO testing.rec": args.data / "testing/testing.rec"}
     missing = [str(path) for name, path in sets.items() if not path.exists()]
     if str(sets["identity folders"]) in missing:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TRAINING_ROWS = {"bare floor, contiguous (NCHW)", "bare floor, channels-last", "bare floor, channels-last + compile", "bare xCos, channels-last",
-                 "Lightning xCos, as shipped", "Lightning ArcFace-only, as shipped"}
+TRAINING_ROWS = {"bare floor, contiguous (NCHW)", "bare floor, channels-last", "bare floor, channels-last + compile",
+                 "bare xCos, channels-last", "Lightning xCos, as shipped", "Lightning ArcFace-only, as shipped"}
 
 
 def test_smoke_run_reports_every_row(tmp_path):

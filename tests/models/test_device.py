@@ -94,7 +94,8 @@ def test_compiled_trunk_keeps_values_and_state_dict_keys_and_reports_each_mode()
     model.train()
     model(x).sum().backward()
     assert len(lines) == 2, lines  # eval without grad, then train: one line per mode, not per call
-    assert lines[0].startswith("compiled trunk (eval, no grad) in ") and lines[1].startswith("compiled trunk (train) in ")
+    assert lines[0].startswith("compiled trunk (eval, no grad) in ")
+    assert lines[1].startswith("compiled trunk (train) in ")
     assert all(line.endswith("; eager)") for line in lines)
 
 
