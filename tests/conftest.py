@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # On a loaded 2-core machine W&B can take longer than its default 90 s to start; the runs would then fall

@@ -60,25 +60,57 @@ def test_randomised_batchnorm_model_still_tells_inputs_apart(make_pairs):
     assert torch.isfinite(corr).all() and (corr.abs() < 0.99).all()
 
 
-def test_xcos_maps_are_upsampled_contributions(xcos_model, make_pairs):
+class KnownGrids:
+    """``xcos_maps`` with hand-set S, W and score (the score is not sum(S * W): it must be passed through)."""
+
+    S = torch.linspace(-1.0, 1.0, 49).view(1, 7, 7)
+    W = torch.arange(1.0, 50.0).view(1, 7, 7) / 1225.0
+
+    def xcos_maps(self, img_a, img_b):
+        n = len(img_a)
+        return self.S.expand(n, 7, 7), self.W.expand(n, 7, 7), torch.full((n,), 0.123)
+
+
+def _cell_blocks(grid: torch.Tensor, side: int = 16) -> torch.Tensor:
+    """(7, 7) -> (7 * side, 7 * side): each cell a constant side x side block (a loop, not interpolate)."""
+    out = torch.empty(7 * side, 7 * side)
+    for i in range(7):
+        for j in range(7):
+            out[i * side:(i + 1) * side, j * side:(j + 1) * side] = grid[i, j]
+    return out
+
+
+def test_xcos_maps_are_upsampled_contributions(make_pairs):
     img_a, img_b = make_pairs(2)
-    out = XCosIntrinsic(xcos_model, threshold=0.2)(img_a, img_b)
-    cos_grid, attention = out.extras["S"], out.extras["W"]
-    assert cos_grid.shape == attention.shape == (2, 7, 7)
-    # Centred on the threshold: each cell's share of the decision margin xcos - t.
-    expected = F.interpolate(((cos_grid - 0.2) * attention)[:, None], size=(112, 112), mode="nearest")[:, 0]
-    torch.testing.assert_close(out.raw_a, expected)
-    torch.testing.assert_close(out.raw_b, out.raw_a)
-    torch.testing.assert_close(out.score, (cos_grid * attention).sum((1, 2)))
-    assert out.extras["S_map"].shape == (2, 112, 112) and out.threshold == 0.2
-    s_only = XCosIntrinsic(xcos_model, map="S")(img_a, img_b)
-    torch.testing.assert_close(s_only.raw_a, out.extras["S_map"])
-    w_only = XCosIntrinsic(xcos_model, map="W")(img_a, img_b)
-    peak = out.extras["W_map"].amax(dim=(1, 2), keepdim=True)
-    torch.testing.assert_close(w_only.sim_a, out.extras["W_map"] / peak)
+    t = 0.2
+    out = XCosIntrinsic(KnownGrids(), threshold=t)(img_a, img_b)
+    contribution = _cell_blocks((KnownGrids.S[0] - t) * KnownGrids.W[0])
+    for b in range(2):  # each 16 x 16 block of the 112 x 112 maps is its cell's share of the margin
+        torch.testing.assert_close(out.raw_a[b], contribution)
+        torch.testing.assert_close(out.raw_b[b], contribution)
+    torch.testing.assert_close(out.score, torch.full((2,), 0.123))
+    assert out.threshold == t
+    # Similarity: the positive part of the contribution (cells with S > t), dissimilarity: the rest.
+    positive = (KnownGrids.S[0] > t).float()
+    assert ((out.sim_a[0] > 0) == (_cell_blocks(positive) > 0)).all()
+    assert ((out.dis_a[0] > 0) == (_cell_blocks(1 - positive) > 0)).all()
+    s_only = XCosIntrinsic(KnownGrids(), threshold=t, map="S")(img_a, img_b)
+    torch.testing.assert_close(s_only.raw_a[0], _cell_blocks(KnownGrids.S[0] - t))
+    w_only = XCosIntrinsic(KnownGrids(), map="W")(img_a, img_b)
+    torch.testing.assert_close(w_only.sim_a[0], _cell_blocks(KnownGrids.W[0] / KnownGrids.W.max()))
     torch.testing.assert_close(w_only.dis_a, w_only.sim_a)
     with pytest.raises(ValueError, match="map must be one of"):
-        XCosIntrinsic(xcos_model, map="SW")
+        XCosIntrinsic(KnownGrids(), map="SW")
+
+
+def test_xcos_maps_of_a_model_hold_its_own_grids(xcos_model, make_pairs):
+    img_a, img_b = make_pairs(2)
+    out = XCosIntrinsic(xcos_model, threshold=0.2)(img_a, img_b)
+    cos_grid, attention, xcos = xcos_model.xcos_maps(img_a, img_b)
+    torch.testing.assert_close(out.extras["S"], cos_grid)
+    torch.testing.assert_close(out.extras["W"], attention)
+    torch.testing.assert_close(out.score, xcos)
+    torch.testing.assert_close(out.raw_a[:, ::16, ::16], (cos_grid - 0.2) * attention)
 
 
 def test_registry_errors():

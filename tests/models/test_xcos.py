@@ -1,3 +1,5 @@
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,10 +22,21 @@ def test_learned_attention_is_a_distribution_and_xcos_is_the_inner_product():
     w = att(a, b)
     assert w.shape == (3, 7, 7) and (w >= 0).all()
     assert torch.allclose(w.flatten(1).sum(1), torch.ones(3), atol=1e-5)
-    s = patched_cosine(a, b)
-    assert torch.allclose(xcos_score(s, w), (s * w).sum((1, 2)), atol=1e-6)
     # A pair of identical grids has S = 1 everywhere, so xCos = 1 whatever W is.
     assert torch.allclose(xcos_score(patched_cosine(a, a), att(a, a)), torch.ones(3), atol=1e-5)
+
+
+def test_xcos_score_of_known_cell_angles():
+    """Cell (i, j) of grid b is grid a's vector turned by theta_ij (any lengths): S_ij = cos(theta_ij), and
+    xCos is sum_ij W_ij cos(theta_ij), here summed in plain Python."""
+    theta = torch.linspace(0.0, math.pi, 49, dtype=torch.float64).view(7, 7)
+    a = 3.0 * torch.stack([torch.ones(7, 7), torch.zeros(7, 7)]).double()[None]
+    b = 0.5 * torch.stack([torch.cos(theta), torch.sin(theta)])[None]
+    w = torch.arange(1.0, 50.0, dtype=torch.float64).view(1, 7, 7) / 1225.0
+    s = patched_cosine(a, b)
+    torch.testing.assert_close(s[0].double(), torch.cos(theta), atol=1e-6, rtol=0)  # computed in float32
+    expected = sum(w[0, i, j].item() * math.cos(theta[i, j].item()) for i in range(7) for j in range(7))
+    assert abs(xcos_score(s, w.float()).item() - expected) < 1e-6
 
 
 def test_uniform_attention_gives_mean_cell_cosine():

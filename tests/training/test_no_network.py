@@ -41,3 +41,12 @@ def test_training_run_makes_no_network_call(tiny_args, tmp_path):
     assert (tmp_path / "runs/demo/checkpoints/last.ckpt").is_file()
     attempts = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     assert attempts == [], f"the run tried to reach the network: {attempts[:5]}"
+
+
+def test_the_albumentations_network_check_is_disabled_in_one_place():
+    """xcos_lightning/__init__.py sets NO_ALBUMENTATIONS_UPDATE before any module of the package imports
+    albumentations; a second copy elsewhere would hide that the first one was lost."""
+    places = [str(p.relative_to(REPO)) for root in ("xcos_lightning", "tests", "benchmarks")
+              for p in sorted((REPO / root).rglob("*.py"))
+              if p != Path(__file__) and 'environ.setdefault("NO_ALBUMENTATIONS_UPDATE"' in p.read_text()]
+    assert places == ["xcos_lightning/__init__.py"]

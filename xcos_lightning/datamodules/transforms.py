@@ -9,14 +9,12 @@ seed and torch's per-worker seed, which differs per worker and per epoch and is 
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import otherwise
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from torch.utils.data import get_worker_info  # noqa: E402
+# albumentations checks for updates over the network on import unless NO_ALBUMENTATIONS_UPDATE is set:
+# xcos_lightning/__init__.py sets it, before any of the package's modules can import albumentations.
+import albumentations as A
+import cv2
+import numpy as np
+from torch.utils.data import get_worker_info
 
 
 class Augment:
