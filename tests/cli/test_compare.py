@@ -56,6 +56,10 @@ def test_compare_xcos_checkpoint_and_pretrained(xcos_ckpt, mobilefacenet_spec, l
         rows = {r[0]: r[1:] for r in csv.reader(f)}
     assert rows["metric"] == [str(xcos_ckpt), mobilefacenet_spec] and math.isnan(float(rows["explain/xcos/dpr_fmr_auc"][1]))
     assert json.loads((out / "results.json").read_text())["settings"]["pairs"] == 2
+    report = (out / "report.html").read_text(encoding="utf-8")  # rendered in Chromium by test_report_html.py
+    # Per model: 6 curve plots (deletion/insertion x 2 groups, DPR FMR/FNMR) and 2 + 2 example pairs.
+    assert report.count('src="data:image/png;base64,') == 2 * (6 + 4) and "<script" not in report
+    assert f'data-model="{mobilefacenet_spec}" data-metric="explain/random/deletion_genuine"' in report
     assert "[compare] model 2/2" in captured.err and "[benchmark]" in captured.err  # progress on stderr
 
 

@@ -28,7 +28,8 @@
   the baseline, metric by metric, as the mean per-pair difference with a 95 % paired-bootstrap interval
   (``--bootstrap`` resamples; ``xcos_lightning.metrics.bootstrap``).
 - ``--out``: ``table.md`` (and the comparison), ``table.csv``, ``per_pair.csv``, ``results.json`` (settings,
-  metrics, comparison, curves) and PNG curves.
+  metrics, comparison, curves), PNG curves and ``report.html`` (one self-contained page: the tables, the
+  curves, every method's maps of the first 2 genuine and 2 impostor pairs, the comparisons; images inline).
   The markdown table goes to stdout; ``--json`` adds one line ``{method: {metric: value}}`` at the end.
   Progress goes to stderr.
 """
@@ -42,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from xcos_lightning.cli.benchmark_report import (COLUMNS, PLOTS, compare_with_baseline, comparison_table, json_safe,
-                                                 markdown_table, write_outputs)
+from xcos_lightning.cli.benchmark_report import (COLUMNS, benchmark_report, compare_with_baseline, comparison_table,
+                                                 json_safe, markdown_table, write_outputs)
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import XCosError
 from xcos_lightning.explain.registry import list_explainers, parse_method
@@ -51,6 +52,7 @@ from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, ProtocolConfig, evaluate_pair_set
 from xcos_lightning.models.spec import load_model
 
+EXAMPLES = 2  # genuine and impostor pairs drawn in report.html
 # Reported as NaN in the table when a protocol did not run (or a group had no pairs).
 EXTRA_KEYS = ("flip_unflipped_match", "flip_unflipped_nonmatch", "dpr_fmr_patched", "dpr_fnmr_patched",
               "identification_rank1")
@@ -166,7 +168,7 @@ def _run(args: argparse.Namespace, methods: list[str], config: ProtocolConfig) -
     model = load_model(args.model).to(device).eval()
     measured = evaluate_pair_set(model, load_pair_set(args.data), methods, config, pairs=args.pairs,
                                  threshold=args.threshold, explainer_options=explainer_options(args), device=device,
-                                 log=log)
+                                 log=log, examples=EXAMPLES if args.out is not None else 0)
     results, per_pair, info = table_rows(measured.metrics), measured.per_pair, measured.info
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}, **info}
     baselines = [b for b in split_list(args.baseline) if b in per_pair] if args.bootstrap > 0 else []
@@ -174,7 +176,8 @@ def _run(args: argparse.Namespace, methods: list[str], config: ProtocolConfig) -
                   if len(per_pair) > 1}
     if args.out is not None:
         write_outputs(args.out, results, measured.curves, settings, per_pair, comparison)
-        log(f"wrote {args.out}/table.md, table.csv, per_pair.csv, results.json and {len(PLOTS)} plots")
+        benchmark_report(args.out, results, settings, comparison, measured.examples)
+        log(f"wrote {args.out}/table.md, table.csv, per_pair.csv, results.json, report.html and the plots")
     print(info["summary"] + "\n\n" + markdown_table(results))
     for baseline, rows in comparison.items():
         print("\n" + comparison_table(rows, baseline))

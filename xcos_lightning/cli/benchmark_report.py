@@ -1,13 +1,20 @@
-"""The benchmark's outputs: results table, paired comparisons with a baseline, CSV/JSON files and plots."""
+"""The benchmark's outputs: results table, paired comparisons with a baseline, CSV/JSON files, plots and a
+self-contained ``report.html`` (also ``compare``'s)."""
 from __future__ import annotations
 
+import base64
 import csv
+import html
+import io
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
+from PIL import Image
 from torch import Tensor
 
+from xcos_lightning.explain.figure import pair_figure
 from xcos_lightning.metrics.bootstrap import Difference, paired_difference
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.plots import line_plot
@@ -124,6 +131,18 @@ def compare_with_baseline(per_pair: dict[str, dict[str, tuple[Tensor, Tensor]]],
             for method, metrics in per_pair.items() if method != baseline}
 
 
+def difference_text(d: Difference | None, metric: str) -> str:
+    """``+mean [low, high] mark`` of a paired difference: ✓ when the interval lies on the better side of 0, ✗ on
+    the worse side (neither: no significant difference at the 95 % level); ``n/a`` when there is none."""
+    if d is None or math.isnan(d.mean):
+        return "n/a"
+    better = -1 if column(metric)[1] == "↓" else 1
+    low, high = sorted((better * d.low, better * d.high))
+    mark = "✓" if low > 1e-9 else "✗" if high < -1e-9 else ""  # float noise around 0 is no difference
+    digits = 3 if metric.startswith("flip_") else 2  # fractions in [0, 1] vs AUCs in %
+    return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] {mark}".strip()
+
+
 def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str) -> str:
     """Markdown: per method and metric, ``method - baseline`` and its interval; ✓ when the interval lies on the
     better side of 0, ✗ on the worse side (neither: no significant difference at the 95 % level)."""
@@ -131,18 +150,109 @@ def comparison_table(comparison: dict[str, dict[str, Difference]], baseline: str
     head = "| method | " + " | ".join(" ".join(column(m)).strip() for m in metrics) + " |"
     rows = []
     for method, row in comparison.items():
-        cells = []
-        for metric in metrics:
-            d = row.get(metric)
-            if d is None or math.isnan(d.mean):
-                cells.append("n/a")
-                continue
-            better = -1 if column(metric)[1] == "↓" else 1
-            low, high = sorted((better * d.low, better * d.high))
-            mark = "✓" if low > 1e-9 else "✗" if high < -1e-9 else ""  # float noise around 0 is no difference
-            digits = 3 if metric.startswith("flip_") else 2  # fractions in [0, 1] vs AUCs in %
-            cells.append(f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] {mark}".strip())
-        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+        rows.append(f"| {method} | " + " | ".join(difference_text(row.get(m), m) for m in metrics) + " |")
     return "\n".join([f"Difference from {baseline} (method - {baseline}, mean over pairs, 95 % paired-bootstrap "
                       f"interval; ✓ better, ✗ worse than {baseline} beyond the interval):", "", head,
                       "|---" * (len(metrics) + 1) + "|", *rows])
+
+
+# --------------------------------------------------------------------------- report.html
+REPORT_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eee; }
+img { display: block; margin: 0.5em 0; max-width: 100%; }
+figure { margin: 1em 0; }
+figcaption { font-size: 0.9em; color: #444; }
+"""
+
+
+def png_data_uri(image: Image.Image | Path) -> str:
+    """``data:image/png;base64,...`` of a PIL image or a PNG file, so the report needs no other file."""
+    if isinstance(image, Path):
+        data = image.read_bytes()
+    else:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def html_table(head: Sequence[str], rows: Sequence[Sequence[tuple[str, dict[str, str]]]]) -> str:
+    """A ``<table>``: ``head`` cells, then rows of ``(text, attributes)`` cells (``data-*`` attributes let tests
+    and scripts find a value)."""
+    def cell(text: str, attrs: dict[str, str], tag: str = "td") -> str:
+        extra = "".join(f' {k}="{html.escape(v)}"' for k, v in attrs.items())
+        return f"<{tag}{extra}>{html.escape(text)}</{tag}>"
+
+    lines = ["<table>", "<tr>" + "".join(cell(h, {}, "th") for h in head) + "</tr>"]
+    lines += ["<tr>" + "".join(cell(text, attrs) for text, attrs in row) + "</tr>" for row in rows]
+    return "\n".join(lines + ["</table>"])
+
+
+def figure_html(image: Image.Image | Path, caption: str) -> str:
+    return (f'<figure><img src="{png_data_uri(image)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def write_report(path: Path, title: str, summary: str, sections: Sequence[tuple[str, str]]) -> Path:
+    """One self-contained HTML page (inline style, images as base64 PNG, no script): ``sections`` are
+    ``(heading, html body)``."""
+    body = "\n".join(f"<h2>{html.escape(heading)}</h2>\n{content}" for heading, content in sections)
+    path.write_text(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+                    f"</title><style>{REPORT_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+                    f"<p>{html.escape(summary)}</p>\n{body}\n</body></html>\n", encoding="utf-8")
+    return path
+
+
+def example_figures(examples: Sequence, threshold: float) -> str:
+    """Every kept pair (``protocols.Example``) drawn with every method's similarity and dissimilarity maps."""
+    parts = []
+    for example in examples:
+        explanations = list(example.explanations.values())
+        score = float(explanations[0].score[0]) if explanations else float("nan")
+        caption = (f"pair {example.index} ({'genuine' if example.genuine else 'impostor'}); rows: "
+                   f"{', '.join(example.explanations)}; first method's score {score:.3f}, threshold {threshold:.3f}")
+        parts.append(figure_html(pair_figure(example.img_a, example.img_b, explanations, title=caption, scale=1),
+                                 caption))
+    return "\n".join(parts) or "<p>no pairs kept</p>"
+
+
+def results_table_html(results: dict[str, dict[str, float]]) -> str:
+    """The results table (``markdown_table``'s columns), each cell tagged ``data-method`` / ``data-metric``."""
+    columns = [(f"{column} {suffix}".strip(), f"{key}_{suffix}".rstrip("_"), arrow)
+               for column, key, arrow in COLUMNS for suffix in ("", *FILLS)]
+    columns = [c for c in columns if any(not math.isnan(r.get(c[1], math.nan)) for r in results.values())]
+    rows = [[(method, {})] + [(_fmt(row.get(key)), {"data-method": method, "data-metric": key})
+                              for _, key, _ in columns] for method, row in results.items()]
+    return html_table(["method", *(f"{c} {arrow}".strip() for c, _, arrow in columns)], rows)
+
+
+def comparison_table_html(comparison: dict[str, dict[str, Difference]], baseline: str) -> str:
+    """``comparison_table`` as HTML, cells tagged ``data-method`` / ``data-metric`` / ``data-baseline``."""
+    metrics = list(dict.fromkeys(m for row in comparison.values() for m in row))
+    rows = []
+    for method, row in comparison.items():
+        cells = [(method, {})]
+        for metric in metrics:
+            d = row.get(metric)
+            attrs = {"data-method": method, "data-metric": metric, "data-baseline": baseline}
+            cells.append((difference_text(d, metric), attrs))
+        rows.append(cells)
+    return (f"<p>method - {html.escape(baseline)}, mean over pairs, 95 % paired-bootstrap interval; ✓ better, "
+            f"✗ worse than {html.escape(baseline)} beyond the interval.</p>\n"
+            + html_table(["method", *(" ".join(column(m)).strip() for m in metrics)], rows))
+
+
+def benchmark_report(out: Path, results: dict, settings: dict, comparison: dict, examples: Sequence) -> Path:
+    """``out/report.html``: the summary, the results table, each baseline's comparison, the curves (the PNGs
+    ``write_outputs`` wrote) and the example pairs' maps."""
+    sections = [("Results", results_table_html(results))]
+    sections += [(f"Difference from {baseline}", comparison_table_html(rows, baseline))
+                 for baseline, rows in comparison.items()]
+    plots = [figure_html(out / f"{file}.png", title) for file, _, title, _, _ in PLOTS if (out / f"{file}.png").exists()]
+    sections.append(("Curves", "\n".join(plots) or "<p>no curves</p>"))
+    sections.append(("Example maps", example_figures(examples, settings["threshold"])))
+    return write_report(out / "report.html", "explain.py benchmark", settings["summary"], sections)

@@ -16,7 +16,9 @@
 - Parameters, and latency per pair: median wall time (``--latency-repeats`` timed runs after 3 warm-up runs)
   of scoring the first set's first pair, both faces in one batch, no flip (xCos models: ``xcos_maps``, i.e.
   S, W and the xCos score).
-- ``--out``: ``table.md``, ``table.csv`` (one row per metric, one column per model) and ``results.json``.
+- ``--out``: ``table.md``, ``table.csv`` (one row per metric, one column per model), ``results.json`` and
+  ``report.html`` (one self-contained page: the table, each model's curves and its maps of 2 genuine and 2
+  impostor pairs, images inline).
   The markdown goes to stdout; ``--json`` adds one line ``{SPEC: {metric: value}}``. Progress on stderr.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import csv
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,15 +37,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xcos_lightning.cli.benchmark import EXAMPLES
 from xcos_lightning.cli.benchmark import log as benchmark_log
-from xcos_lightning.cli.benchmark_report import COLUMNS, IDENTIFICATION_COLUMNS, json_safe
+from xcos_lightning.cli.benchmark_report import (COLUMNS, IDENTIFICATION_COLUMNS, PLOTS, example_figures, figure_html,
+                                                 html_table, json_safe, write_report)
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.explain.registry import explains_xcos, list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
-from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, ProtocolConfig, evaluate_pair_set, select_pairs
+from xcos_lightning.metrics.plots import line_plot
+from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults, ProtocolConfig, evaluate_pair_set,
+                                              select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.spec import load_model
 
@@ -135,11 +142,11 @@ def latency_ms(model: nn.Module, pair_set: PairSet, repeats: int, device: torch.
 
 
 def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, methods: list[str],
-                  args: argparse.Namespace, device: torch.device) -> dict[str, float | bool]:
-    """Flat ``{metric: value}`` of one model, hierarchical names: ``parameters``, ``xcos_head``,
-    ``latency_ms_per_pair``, ``verify/<set>/acc_<cos|xcos>[_std]`` (in ``[0, 1]``; accuracy on ``sets``),
-    ``faithfulness/threshold`` and ``explain/<method>/<metric>`` (on ``faith_set``); ``nan`` where a metric
-    does not apply."""
+                  args: argparse.Namespace, device: torch.device) -> tuple[dict[str, float | bool], PairSetResults]:
+    """(flat ``{metric: value}`` of one model, its faithfulness measurement). Metric names are hierarchical:
+    ``parameters``, ``xcos_head``, ``latency_ms_per_pair``, ``verify/<set>/acc_<cos|xcos>[_std]`` (in
+    ``[0, 1]``; accuracy on ``sets``), ``faithfulness/threshold`` and ``explain/<method>/<metric>`` (on
+    ``faith_set``); ``nan`` where a metric does not apply."""
     model = load_model(spec).to(device).eval()
     xcos = bool(getattr(model, "has_xcos", False))
     row: dict[str, float | bool] = {"parameters": float(sum(p.numel() for p in model.parameters())),
@@ -155,13 +162,13 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
                             seed=args.seed, pair_batch=args.pair_batch)
     options = {"seed": args.seed} | ({} if args.n_masks is None else {"n_masks": args.n_masks})
     measured = evaluate_pair_set(model, faith_set, usable, config, pairs=args.pairs, explainer_options=options,
-                                 device=device, log=benchmark_log)
+                                 device=device, log=benchmark_log, examples=EXAMPLES)
     results = measured.metrics
     row["faithfulness/threshold"] = measured.info["threshold"]
     for method in methods:
         for _, key, _ in (c for c in COLUMNS if c not in IDENTIFICATION_COLUMNS):
             row[f"explain/{method}/{key}"] = results.get(method, {}).get(key, math.nan)
-    return row
+    return row, measured
 
 
 LABELS = {key: f"{column} {arrow}".strip() for column, key, arrow in COLUMNS}
@@ -201,6 +208,31 @@ def markdown_table(table: dict[str, dict[str, float | bool]]) -> str:
     return "\n".join(lines)
 
 
+def write_report_html(out: Path, table: dict[str, dict[str, float | bool]], measured: dict[str, PairSetResults],
+                      settings: dict) -> Path:
+    """``out/report.html``: the table (cells tagged ``data-model`` / ``data-metric``), each model's
+    deletion/insertion curves (one line per method) and its example pairs' maps; self-contained."""
+    specs = list(table)
+    metrics = [m for m in table[specs[0]] if not m.endswith("_std")]
+    rows = [[(label(m), {})] + [(_cell(m, table[s]), {"data-model": s, "data-metric": m}) for s in specs]
+            for m in metrics]
+    sections = [("Models", html_table(["metric", *specs], rows))]
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec, result in measured.items():
+            plots = []
+            for file, key, title, xlabel, ylabel in PLOTS:
+                head = key.split("/")[0]
+                fractions = f"{head}/fractions" if head in ("dpr", "identification") else "fractions"
+                lines = {m: (c[fractions], c[key]) for m, c in result.curves.items() if key in c}
+                if lines:
+                    path = line_plot(lines, Path(tmp) / f"{len(plots)}.png", title=title, xlabel=xlabel,
+                                     ylabel=ylabel)
+                    plots.append(figure_html(path, f"{spec}: {title}"))
+            sections.append((f"Curves: {spec}", "\n".join(plots) or "<p>no curves</p>"))
+            sections.append((f"Example maps: {spec}", example_figures(result.examples, result.info["threshold"])))
+        return write_report(out / "report.html", "explain.py compare", settings["summary"], sections)
+
+
 def write_outputs(out: Path, table: dict[str, dict[str, float | bool]], settings: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(settings["summary"] + "\n\n" + markdown_table(table) + "\n")
@@ -231,11 +263,11 @@ def run(args: argparse.Namespace) -> int:
     # The faithfulness pairs come from the full first set, not from its --verify-pairs subset.
     first_spec = next(iter(sets))
     faith_set = load_pair_set(first_spec) if args.verify_pairs is not None else sets[first_spec]
-    table = {}
+    table, measured = {}, {}
     for n, spec in enumerate(dict.fromkeys(args.models), 1):
         log(f"model {n}/{len(args.models)}: {spec}")
         start = time.perf_counter()
-        table[spec] = compare_model(spec, sets, faith_set, methods, args, device)
+        table[spec], measured[spec] = compare_model(spec, sets, faith_set, methods, args, device)
         log(f"model {n}/{len(args.models)} done in {time.perf_counter() - start:.1f} s")
     summary = (f"accuracy: flip TTA, {FOLDS} folds, on {', '.join(f'{s} ({len(p)} pairs)' for s, p in sets.items())}; "
                f"faithfulness: {args.pairs} genuine + {args.pairs} impostor pairs of {first_spec} (seed "
@@ -244,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
                 "summary": summary}
     write_outputs(args.out, table, settings)
-    log(f"wrote {args.out}/table.md, table.csv and results.json")
+    write_report_html(args.out, table, measured, settings)
+    log(f"wrote {args.out}/table.md, table.csv, results.json and report.html")
     print(summary + "\n\n" + markdown_table(table))
     if args.json:
         print(json.dumps(json_safe(table)))

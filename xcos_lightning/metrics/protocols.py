@@ -29,7 +29,7 @@ pairs, no clean non-match, ...) is left out with a warning rather than reported 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -397,11 +397,33 @@ class PairSetResults:
     curves: dict[str, dict[str, list[float]]]
     per_pair: dict[str, dict[str, tuple[Tensor, Tensor]]]
     info: dict = field(default_factory=dict)
+    examples: list[Example] = field(default_factory=list)
+
+
+@dataclass
+class Example:
+    """One explained pair kept for figures: data-set ``index``, ``genuine``, the faces ``(3, H, W)`` in [0, 1]
+    and every method's explanation of it (a batch of one, on the CPU)."""
+
+    index: int
+    genuine: bool
+    img_a: Tensor
+    img_b: Tensor
+    explanations: dict[str, PairExplanation]
+
+
+def explanation_row(explanation: PairExplanation, row: int) -> PairExplanation:
+    """Pair ``row`` of a batch explanation as a batch of one, every tensor on the CPU."""
+    def pick(value):
+        return value[row:row + 1].detach().cpu() if isinstance(value, Tensor) and value.ndim else value
+    return replace(explanation, **{k: pick(v) for k, v in vars(explanation).items() if isinstance(v, Tensor)},
+                   extras={k: pick(v) for k, v in explanation.extras.items()})
 
 
 def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str], config: ProtocolConfig, *,
                       pairs: int, threshold: float | None = None, explainer_options: Mapping | None = None,
-                      device: torch.device | str = "cpu", log: Callable[[str], None] | None = None) -> PairSetResults:
+                      device: torch.device | str = "cpu", log: Callable[[str], None] | None = None,
+                      examples: int = 0) -> PairSetResults:
     """The protocols for ``methods`` on ``pairs`` genuine + ``pairs`` impostor pairs of ``pair_set``.
 
     ``model``: eval-mode embedding model on ``device``. ``methods``: explainer tokens ``name[:key=value...]``
@@ -412,7 +434,8 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
     get the xCos score's threshold found the same way. Perturbed images are scored by
     ``fast_embedding(model)`` (BatchNorm folded, the same function up to float rounding).
     ``explainer_options``: options for every method (``build_explainer``'s shared ones: ``n_masks``, ``seed``,
-    and e.g. ``batch_size``), under each token's own options.
+    and e.g. ``batch_size``), under each token's own options. ``examples``: keep the first ``examples``
+    genuine and the first ``examples`` impostor pairs with every method's explanation (``Example``).
     """
     device = torch.device(device)
     say = log or (lambda message: None)
@@ -459,8 +482,17 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
             explainers[token] = build_explainer(name, model, **merged)
         batches = ({"img_a": b["img_a_clean"], "patched_a": b["img_a"], "img_b": b["img_b"], "label": b["label"],
                     "index": b["index"]} for b in loader)
+        kept: list[Example] = []
+
+        def keep(batch: Mapping[str, Tensor], explanations: dict[str, PairExplanation], values: dict) -> None:
+            for row, genuine in enumerate(batch["label"].bool().tolist()):
+                if sum(e.genuine == genuine for e in kept) < examples:
+                    kept.append(Example(int(batch["index"][row]), genuine, batch["img_a"][row].cpu(),
+                                        batch["img_b"][row].cpu(),
+                                        {name: explanation_row(e, row) for name, e in explanations.items()}))
+
         results = run_protocols(explainers, embed, batches, thresholds["cos"], config, device=device,
-                                identification=ident, log=log)
+                                identification=ident, log=log, on_batch=keep if examples else None)
     finally:
         for explainer in explainers.values():
             explainer.release()
@@ -471,4 +503,4 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
         info["threshold_xcos"] = thresholds["xcos"]
     return PairSetResults({name: r.scalars(name) for name, r in results.items()},
                           {name: r.curves() for name, r in results.items()},
-                          {name: r.per_pair() for name, r in results.items()}, info)
+                          {name: r.per_pair() for name, r in results.items()}, info, kept)

@@ -1,0 +1,155 @@
+"""``report.html`` of ``explain.py benchmark`` opened in headless Chromium: every image loads, no console error,
+and the table cells hold results.json's values."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
+from xcos_lightning.cli import benchmark
+from xcos_lightning.cli.benchmark_report import _fmt, difference_text
+from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.metrics.bootstrap import Difference
+
+# Flags that work in this sandbox (no GPU, no network, no setuid sandbox).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Injected into a copy of the page: records load errors (capture phase: images' error events do not bubble) and
+# console errors, then writes what it saw into <pre id="probe"> once everything has loaded.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", e => __errors.push(String(e.message || (e.target && e.target.alt) || e.type)), true);
+const __consoleError = console.error;
+console.error = (...args) => { __errors.push(args.join(" ")); __consoleError(...args); };
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify({images: images.length, errors: __errors,
+    broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing: .ci/run installs the Debian package 'chromium' when it is absent")
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    return found
+
+
+def render(page: Path, profile: Path) -> tuple[str, str]:
+    """(DOM after load, stderr) of ``page`` with the probe injected, in headless Chromium."""
+    probe = page.with_name("probed.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    proc = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, proc.stderr
+
+
+class Cells(HTMLParser):
+    """Text of every ``<td>`` with ``data-*`` attributes, and the probe's JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[dict, str]] = []
+        self.probe = ""
+        self._open: dict | None = None
+        self._in_probe = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "td" and "data-metric" in attrs:
+            self._open, self._text = attrs, ""
+        self._in_probe = tag == "pre" and attrs.get("id") == "probe"
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._text += data
+        if self._in_probe:
+            self.probe += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._open is not None:
+            self.cells.append((self._open, self._text))
+            self._open = None
+        if tag == "pre":
+            self._in_probe = False
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x - 0.5))
+
+
+def _png(seed: int, resample: int = Image.BILINEAR) -> bytes:
+    low = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(low).resize((48, 48), resample).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_benchmark_report_renders_and_matches_results_json(tmp_path, monkeypatch):
+    faces = [_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
+    pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
+    monkeypatch.setattr(benchmark, "load_model", lambda spec: TinyNet().eval())
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    parser = argparse.ArgumentParser()
+    benchmark.add_parser(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["benchmark", "--model", "m", "--data", "toy", "--methods", "random,gradcam,xssab",
+                              "--pairs", "3", "--steps", "4", "--device", "cpu", "--out", str(out),
+                              "--extra-fills", "blur", "--bootstrap", "200"])
+    assert benchmark.run(args) == 0
+    page = out / "report.html"
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and "src=\"data:image/png;base64," in text  # self-contained, static
+
+    dom, stderr = render(page, tmp_path / "profile")
+    parsed = Cells()
+    parsed.feed(dom)
+    probe = json.loads(parsed.probe)
+    # 6 curve plots and 2 genuine + 2 impostor example figures, every one decoded.
+    assert probe["images"] == 10 and probe["broken"] == [] and probe["errors"] == []
+    assert "CONSOLE" not in stderr or ":ERROR:" not in stderr
+
+    saved = json.loads((out / "results.json").read_text())
+    results, compared = saved["metrics"], 0
+    for attrs, shown in parsed.cells:
+        method, metric = attrs["data-method"], attrs["data-metric"]
+        if "data-baseline" in attrs:
+            diff = saved["comparison"][attrs["data-baseline"]][method].get(metric)
+            want = difference_text(None if diff is None else Difference(**{k: float("nan") if v is None else v
+                                                                           for k, v in diff.items()}), metric)
+        else:
+            value = results[method][metric]
+            want = _fmt(float("nan") if value is None else value)
+        assert shown == want, (attrs, shown, want)
+        compared += 1
+    table_cells = [a for a, _ in parsed.cells if "data-baseline" not in a]
+    assert len(table_cells) >= 3 * 12 and compared > len(table_cells)  # results and the comparison with random
