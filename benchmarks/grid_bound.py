@@ -1,4 +1,4 @@
-"""How well can any same-cell comparison of a 7x7 feature map verify unaligned LFW faces?
+"""How well can any same-cell comparison of a 7x7 feature map verify LFW faces, unaligned or aligned?
 
 xCos compares two faces cell by cell (cell cosines S, weighted by an attention W); a global embedding
 compares pooled features, where every cell of one face meets every cell of the other. On faces that are
@@ -19,11 +19,12 @@ misalignment-robust cell features:
   xCos with the learnt W, uniform W and W = sum_c k^2.
 
 Data: the first ``--pairs`` pairs of LFW ``pairs.txt`` (default 6,000 = the 10 official folds), centre
-crop 120 px around (125, 125) -> 112 (the ``lfw:`` SPEC default), no flip. Accuracy: k-fold over the
+crop 120 px around (125, 125) -> 112 (the ``lfw:`` SPEC default), or with ``--align mtcnn`` each face warped
+onto the ArcFace template by its five MTCNN landmarks (cached in ``--cache-dir``), no flip. Accuracy: k-fold over the
 official folds of 600 pairs (300 genuine + 300 impostor, file order; k = ``--pairs`` / 600, so use a
 multiple of 600), mean +- std over folds, as ``explain.py verify``.
 
-    .venv/bin/python benchmarks/grid_bound.py [--pairs 6000] [--checkpoints runs/kz25_xcos/checkpoints/last.ckpt]
+    .venv/bin/python benchmarks/grid_bound.py [--pairs 6000] [--align mtcnn] [--checkpoints runs/kz25_xcos/checkpoints/last.ckpt]
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xcos_lightning.align import FaceAligner, LandmarkCache
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.spec import load_model
@@ -68,13 +70,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6000, help="first pairs of pairs.txt, a multiple of 600")
     parser.add_argument("--checkpoints", nargs="*", default=[])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--align", default="none", help="mtcnn | dlib | none (default: the centre crop)")
+    parser.add_argument("--cache-dir", default=None, help="landmark cache (default $XCOS_CACHE_DIR or ~/.cache)")
     args = parser.parse_args()
     if args.pairs < 1200 or args.pairs % 600:
         parser.error("--pairs must be a multiple of 600 (whole official folds), at least 1200")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    pair_set = load_pair_set(f"lfw:{args.shared / 'data/lfw'}")
+    aligner = None if args.align == "none" else FaceAligner(args.align, cache=LandmarkCache(args.cache_dir))
+    pair_set = load_pair_set(f"lfw:{args.shared / 'data/lfw'}", aligner=aligner)
     items = [pair_set[i] for i in range(args.pairs)]
     img_a, img_b = torch.stack([it["img_a"] for it in items]), torch.stack([it["img_b"] for it in items])
     labels = torch.tensor([bool(it["label"]) for it in items])
@@ -114,7 +119,8 @@ def main() -> None:
                  (f"{name}: cell cosines, W = sum_c k^2", (s * w_k).sum((1, 2)))]
 
     folds = args.pairs // 600
-    print(f"LFW, first {args.pairs} pairs, centre crop 120 -> 112, no flip, {folds} folds; torch threads "
+    faces = "centre crop 120 -> 112" if aligner is None else f"aligned by {aligner.key}"
+    print(f"LFW, first {args.pairs} pairs, {faces}, no flip, {folds} folds; torch threads "
           f"{torch.get_num_threads()}; {time.perf_counter() - start:.0f} s\n")
     print(f"| comparison | accuracy ({folds} folds) |\n|---|---|")
     for name, scores in rows:

@@ -95,3 +95,15 @@ def test_face_datamodule_aligns_val_sets_and_raw_training_folders(photos, tmp_pa
     assert np.abs(val.load_image(0).astype(int) - plain.load_image(0)).mean() > 10
     batch = next(iter(data.val_dataloader()[0]))
     assert batch["img_a"].shape == (2, 3, 112, 112)
+
+
+def test_identity_folders_skip_photos_without_a_face(photos):
+    with pytest.warns(RuntimeWarning, match="no face found in 1 of 7 images .*left out"):
+        data = IdentityFolderDataset(photos).align(_aligner(on_miss="skip"), progress=False)
+    assert len(data) == 6 and data.num_classes == 2 and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert all(p.suffix == ".jpg" for p in data.paths) and data[0][0].shape == (3, 112, 112)
+    (photos / NAMES[1] / "only.png").write_bytes((photos / NAMES[0] / "wall.png").read_bytes())
+    for path in (photos / NAMES[1]).glob("*.jpg"):
+        path.unlink()
+    with pytest.raises(Exception, match=f"no face found in any photo of 1 identities, e.g. \\['{NAMES[1]}'\\]"):
+        IdentityFolderDataset(photos).align(_aligner(on_miss="skip"), progress=False)

@@ -18,7 +18,7 @@ from xcos_lightning.align.detectors import Detector, Face, create_detector
 from xcos_lightning.align.transform import alignment_matrix, scale_of, warp_face
 from xcos_lightning.errors import DataFormatError
 
-ON_MISS = ("error", "crop")
+ON_MISS = ("error", "crop", "skip")
 # A face upscaled more than this (its eyes < ~18 px apart for the 112 template) carries little detail:
 # the model sees interpolation, so the user is told.
 MAX_UPSCALE = 2.0
@@ -59,8 +59,9 @@ class FaceAligner:
       ``package.module:function``) or a detector object; ``detector_options`` go to its constructor.
     - ``face``: which face of a photo with several: ``None`` = the one whose box centre is nearest the photo
       centre; ``K`` = the K-th from the left (0-based).
-    - ``on_miss``: ``"error"`` (NoFaceError naming the photo) or ``"crop"`` (the caller's centre crop is used;
-      misses are counted and warned).
+    - ``on_miss``: ``"error"`` (NoFaceError naming the photo), ``"crop"`` (the caller's centre crop is used;
+      misses are counted and warned) or ``"skip"`` (data sets that can lose an image leave it out; pair sets,
+      which cannot, crop).
     - ``cache``: a :class:`LandmarkCache`, ``None`` for the default folder, ``False`` for none.
     """
 
@@ -123,7 +124,7 @@ class FaceAligner:
 
     def choose(self, faces: Sequence[Face], shape: tuple[int, ...], where: str, face: int | None = None) -> Located:
         """Pick the face to align in a photo of ``shape`` ``(H, W, ...)`` (``face``: this index instead of the
-        aligner's ``face``); NoFaceError naming ``where`` when there is none (unless ``on_miss="crop"``) or the
+        aligner's ``face``); NoFaceError naming ``where`` when there is none (unless ``on_miss`` is ``"crop"`` or ``"skip"``) or the
         requested index does not exist."""
         faces, index = tuple(faces), self.face if face is None else face
         if not faces:

@@ -52,12 +52,13 @@ from torch import Tensor, nn
 from xcos_lightning.align import MAX_UPSCALE, Face, FaceAligner, warp_back
 from xcos_lightning.align.transform import scale_of
 from xcos_lightning.cli.face_args import add_align_args, make_aligner
-from xcos_lightning.datamodules.image_io import open_image, prepare, to_tensor
+from xcos_lightning.datamodules.image_io import as_hw, crop_box, open_image, prepare, to_tensor
 from xcos_lightning.errors import DataFormatError, ModelSpecError
 from xcos_lightning.explain.base import Explainer, PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
 from xcos_lightning.explain.registry import create_explainer, list_explainers
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.models.device import prepare_for_device
+from xcos_lightning.models.spec import input_size, load_model
 
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 
@@ -79,7 +80,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--crop", type=int, default=None,
                         help="--align none (or a photo without a face): side of the centred square cut before "
                              "resizing (default: the largest)")
-    parser.add_argument("--size", type=int, default=112, help="face side in px fed to the model (default 112)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="face side in px fed to the model (default: the model's input_size, 112x112 unless "
+                             "it declares another such as 112x96)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: torch's; 1 is fastest on a busy machine)")
@@ -108,11 +111,11 @@ class Photo:
                 "aligned": self.chosen is not None}
 
 
-def _crop_matrix(shape: tuple[int, ...], size: int, crop: int) -> np.ndarray:
-    """The centre crop of ``prepare`` (``crop`` px square, resized to ``size``) as a ``(2, 3)`` matrix."""
-    left, top = round(shape[1] / 2 - crop / 2), round(shape[0] / 2 - crop / 2)
-    k = size / crop
-    return np.array([[k, 0.0, -k * left], [0.0, k, -k * top]])
+def _crop_matrix(shape: tuple[int, ...], size: tuple[int, int], crop: int) -> np.ndarray:
+    """The centre crop of ``prepare`` (``crop`` px high, resized to ``size`` ``(H, W)``) as a ``(2, 3)`` matrix."""
+    left, top, right, bottom = crop_box((shape[1], shape[0]), size, crop)
+    kx, ky = size[1] / (right - left), size[0] / (bottom - top)
+    return np.array([[kx, 0.0, -kx * left], [0.0, ky, -ky * top]])
 
 
 def _warn_upscale(path: Path, scale: float) -> None:
@@ -121,7 +124,7 @@ def _warn_upscale(path: Path, scale: float) -> None:
                       "model sees interpolated pixels)", RuntimeWarning, stacklevel=3)
 
 
-def load_photo(path: Path, size: int, crop: int | None, aligner: FaceAligner | None = None,
+def load_photo(path: Path, size: tuple[int, int], crop: int | None, aligner: FaceAligner | None = None,
                face: int | None = None) -> Photo:
     """Image file -> :class:`Photo`: upright (EXIF), its face aligned by ``aligner`` (face ``face`` or the most
     central), or the centre square (``crop`` px, default the largest) when there is no aligner or, with
@@ -139,16 +142,17 @@ def load_photo(path: Path, size: int, crop: int | None, aligner: FaceAligner | N
             _warn_upscale(path, scale_of(matrix))
             return Photo(path, pixels, to_tensor(aligner.warp(pixels, chosen)), matrix, faces, located.chosen)
         warnings.warn(f"{path}: no face found; centre-cropped instead (--on-miss crop)", RuntimeWarning, stacklevel=2)
-    side = crop or min(image.size)
-    _warn_upscale(path, size / side)
+    # the largest centred region of the face's aspect unless --crop says how high
+    side = crop or min(image.height, round(image.width * size[0] / size[1]))
+    _warn_upscale(path, size[0] / side)
     face_img = to_tensor(prepare(image, size, side, where=str(path)))
     return Photo(path, pixels, face_img, _crop_matrix(pixels.shape, size, side), located.faces if aligner else ())
 
 
-def load_face(path: Path, size: int, crop: int | None) -> Tensor:
-    """Image file -> ``(3, size, size)`` float RGB in ``[0, 1]``: EXIF orientation applied, centre square
-    (``crop`` px, default the largest), resized to ``size``."""
-    return load_photo(path, size, crop).face
+def load_face(path: Path, size: int | tuple[int, int], crop: int | None) -> Tensor:
+    """Image file -> ``(3, H, W)`` float RGB in ``[0, 1]``: EXIF orientation applied, centre region of the face's
+    aspect (``crop`` px high, default the largest), resized to ``size``."""
+    return load_photo(path, as_hw(size), crop).face
 
 
 def parse_methods(text: str, model: nn.Module) -> list[str]:
@@ -199,11 +203,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     face_a, face_b = parse_faces(args.face)
-    aligner = make_aligner(args, (args.size, args.size), device)
-    photos = [load_photo(p, args.size, args.crop, aligner, k) for p, k in ((args.img_a, face_a), (args.img_b, face_b))]
-    img_a, img_b = (p.face[None].to(device) for p in photos)
-    model = load_model(args.model).to(device).eval()
+    for path in (args.img_a, args.img_b):
+        if not path.is_file():
+            raise DataFormatError(f"image {path} does not exist")
+    model = prepare_for_device(load_model(args.model), device).eval()
     methods = parse_methods(args.methods, model)
+    size = (args.size, args.size) if args.size else input_size(model)
+    aligner = make_aligner(args, size, device)
+    photos = [load_photo(p, size, args.crop, aligner, k) for p, k in ((args.img_a, face_a), (args.img_b, face_b))]
+    img_a, img_b = (p.face[None].to(device) for p in photos)
     # every explainer is built before any runs: a method that cannot work here (Grad-CAM without a suitable
     # layer, ...) fails at once instead of after minutes of the others
     explainers = [build_explainer(name, model, args) for name in methods]
@@ -264,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"score": score, "xcos_score": xcos, "threshold": args.threshold,
                           "xcos_threshold": xcos_threshold if xcos is not None else None, "same": same,
                           "same_xcos": same_xcos, "decision": decision, "methods": timings, "model": args.model,
-                          "figure": str(args.out), "figures": [str(p) for p in figures], "size": args.size,
+                          "figure": str(args.out), "figures": [str(p) for p in figures], "size": list(size),
                           "crop": args.crop, "align": args.align, "photos": [p.to_json() for p in photos]}))
     return 0
 

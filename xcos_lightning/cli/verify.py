@@ -31,7 +31,8 @@ from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.metrics.verification import verification_metrics
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.models.device import prepare_for_device
+from xcos_lightning.models.spec import input_size, load_model
 
 FOLDS = 10
 
@@ -47,7 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-flip", action="store_true", help="skip the mirrored image (flip TTA)")
     parser.add_argument("--crop", type=int, default=None,
                         help="centre-crop side in px before resizing (default: the SPEC's; lfw: 120)")
-    parser.add_argument("--size", type=int, default=112, help="face side in px fed to the model (default 112)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="face side in px fed to the model (default: the model's input_size, 112x112 unless "
+                             "it declares another such as 112x96)")
     parser.add_argument("--num-workers", type=int, default=1, help="image-decoding workers (default 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
@@ -60,7 +63,7 @@ def log(message: str) -> None:
     print(f"[verify] {message}", file=sys.stderr, flush=True)
 
 
-def load_sets(specs: list[str], size: int, crop: int | None, aligner=None, num_workers: int = 0) -> dict[str, PairSet]:
+def load_sets(specs: list[str], size: int | tuple[int, int], crop: int | None, aligner=None, num_workers: int = 0) -> dict[str, PairSet]:
     """Every pair set, checked (and with ``aligner`` aligned) before any model runs (a broken set fails fast)."""
     sets = {}
     for spec in dict.fromkeys(specs):
@@ -96,12 +99,12 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], sizes: dict[st
 def run(args: argparse.Namespace) -> int:
     """Score every ``--data`` set with ``--model``; 0 on success (errors propagate as XCosError)."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model = prepare_for_device(load_model(args.model), device).eval()
+    size = (args.size, args.size) if args.size else input_size(model)
     start = time.perf_counter()
-    sets = load_sets(args.data, args.size, args.crop, make_aligner(args, (args.size, args.size), device),
-                     args.num_workers)
+    sets = load_sets(args.data, size, args.crop, make_aligner(args, size, device), args.num_workers)
     if args.align != "none":
         log(f"aligned with {args.align} in {time.perf_counter() - start:.1f} s")
-    model = load_model(args.model).to(device).eval()
     results, sizes = {}, {}
     for spec, pair_set in sets.items():
         start = time.perf_counter()
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"{spec}: {len(labels)} pairs scored in {time.perf_counter() - start:.1f} s on {device}")
     flip = "off" if args.no_flip else "on"
     faces = "centre crop" if args.align == "none" else f"aligned by {args.align}"
-    print(f"model {args.model}; flip TTA {flip}; {args.size} px faces, {faces}\n")
+    print(f"model {args.model}; flip TTA {flip}; {size[0]}x{size[1]} px faces, {faces}\n")
     print(format_table(results, sizes))
     if args.json:
         print(json.dumps({**results, "model": args.model}))

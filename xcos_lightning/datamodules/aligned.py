@@ -66,8 +66,9 @@ class SourceAlignment:
             self.faces.append(face)
         self.misses, self.multi, self.small = len(misses), multi, small
         if misses:
+            fallback = "left out" if aligner.on_miss == "skip" else "centre-cropped instead"
             warnings.warn(f"{name}: no face found in {len(misses)} of {len(sources)} images (detector "
-                          f"{aligner.key}); centre-cropped instead, e.g. {misses[:3]}", RuntimeWarning, stacklevel=2)
+                          f"{aligner.key}); {fallback}, e.g. {misses[:3]}", RuntimeWarning, stacklevel=2)
         if small:
             warnings.warn(f"{name}: {small} faces are upscaled more than {MAX_UPSCALE:g}x to fit the "
                           f"{self.size[0]}x{self.size[1]} template (small faces: the model sees interpolated pixels)",

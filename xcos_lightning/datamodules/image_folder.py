@@ -62,11 +62,21 @@ class IdentityFolderDataset(Dataset):
 
     def align(self, aligner: FaceAligner, num_workers: int = 0, progress: bool = True) -> "IdentityFolderDataset":
         """Detect every photo's face once (cached landmarks reused) so that items are aligned faces; returns
-        ``self``. Photos without a face: NoFaceError, or with ``on_miss="crop"`` the centre crop."""
+        ``self``. Photos without a face: NoFaceError, with ``on_miss="crop"`` the centre crop, with ``"skip"`` left
+        out (labels and classes unchanged; an identity left without any photo is an error)."""
         if aligner.size != (self.size, self.size):
             raise DataFormatError(f"{self.root}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
                                   f"the dataset {self.size}x{self.size}")
-        self.alignment = SourceAlignment(aligner, self.paths, str(self.root), num_workers, progress)
+        alignment = SourceAlignment(aligner, self.paths, str(self.root), num_workers, progress)
+        if aligner.on_miss == "skip" and alignment.misses:
+            keep = [i for i, face in enumerate(alignment.faces) if face is not None]
+            lost = sorted(set(range(self.num_classes)) - set(self.labels[keep].tolist()))
+            if lost:
+                raise DataFormatError(f"{self.root}: no face found in any photo of {len(lost)} identities, e.g. "
+                                      f"{[self.class_names[c] for c in lost[:5]]}; remove them or use on_miss=crop")
+            self.paths, self.labels = [self.paths[i] for i in keep], self.labels[keep]
+            alignment.faces = [alignment.faces[i] for i in keep]
+        self.alignment = alignment
         return self
 
     def __len__(self) -> int:

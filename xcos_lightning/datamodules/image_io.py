@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,22 +61,44 @@ def open_image(source: bytes | Path, where: str) -> Image.Image:
     return _decode(source, where)[0]
 
 
-def prepare(img: Image.Image, size: int, crop: int | None = None,
-            crop_center: tuple[float, float] | None = None, where: str = "image") -> np.ndarray:
-    """Crop a ``crop`` x ``crop`` square around ``crop_center`` (default: image centre), resize to ``size``.
+def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """A face size as ``(H, W)``: ``112`` is ``(112, 112)``; ``(112, 96)`` stays."""
+    if isinstance(size, int):
+        return size, size
+    h, w = (int(v) for v in size)
+    return h, w
 
-    Returns uint8 RGB ``(size, size, 3)``. A crop box leaving the image raises instead of padding silently.
+
+def crop_box(img_size: tuple[int, int], size: int | Sequence[int], crop: int,
+             crop_center: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the crop of ``prepare``: ``crop`` px high around ``crop_center`` (default
+    the image centre), as wide as the face's aspect asks (``crop * W / H``; a square for square faces)."""
+    h, w = as_hw(size)
+    width, height = img_size
+    crop_w = round(crop * w / h)
+    cx, cy = crop_center if crop_center is not None else (width / 2, height / 2)
+    left, top = round(cx - crop_w / 2), round(cy - crop / 2)
+    return left, top, left + crop_w, top + crop
+
+
+def prepare(img: Image.Image, size: int | Sequence[int], crop: int | None = None,
+            crop_center: tuple[float, float] | None = None, where: str = "image") -> np.ndarray:
+    """Cut the :func:`crop_box` of ``crop`` px around ``crop_center`` (default: image centre), resize to ``size``
+    (``S`` or ``(H, W)``); one rule for every face size: the crop has the face's aspect ratio.
+
+    Returns uint8 RGB ``(H, W, 3)``. A crop box leaving the image raises instead of padding silently.
     """
+    h, w = as_hw(size)
     if crop is not None:
-        cx, cy = crop_center if crop_center is not None else (img.width / 2, img.height / 2)
-        left, top = round(cx - crop / 2), round(cy - crop / 2)
-        if left < 0 or top < 0 or left + crop > img.width or top + crop > img.height:
+        left, top, right, bottom = crop_box(img.size, (h, w), crop, crop_center)
+        if left < 0 or top < 0 or right > img.width or bottom > img.height:
+            cx, cy = crop_center if crop_center is not None else (img.width / 2, img.height / 2)
             raise DataFormatError(
                 f"{where}: crop {crop} px around ({cx}, {cy}) leaves the {img.width}x{img.height} image; "
                 "pick a smaller crop or the right centre")
-        img = img.crop((left, top, left + crop, top + crop))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
+        img = img.crop((left, top, right, bottom))
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
     return np.array(img, dtype=np.uint8)  # a copy: transforms may write into it
 
 
@@ -93,7 +116,7 @@ def encode_image(image: np.ndarray, fmt: str = "JPEG", quality: int = 95) -> byt
     return buf.getvalue()
 
 
-def encode_for_storage(source: bytes | Path, size: int, crop: int | None = None,
+def encode_for_storage(source: bytes | Path, size: int | Sequence[int], crop: int | None = None,
                        crop_center: tuple[float, float] | None = None, where: str = "image",
                        fmt: str = "JPEG") -> bytes:
     """Encoded bytes of the ``size`` x ``size`` face for a .rec/.bin.
@@ -102,6 +125,7 @@ def encode_for_storage(source: bytes | Path, size: int, crop: int | None = None,
     packing an aligned set costs no re-compression; otherwise the prepared image is encoded as ``fmt``.
     """
     img, stored_format = _decode(source, where)
-    if crop is None and img.size == (size, size) and stored_format in STORABLE_FORMATS:
+    h, w = as_hw(size)
+    if crop is None and img.size == (w, h) and stored_format in STORABLE_FORMATS:
         return source if isinstance(source, bytes) else Path(source).read_bytes()
     return encode_image(prepare(img, size, crop, crop_center, where), fmt)

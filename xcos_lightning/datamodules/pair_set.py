@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from xcos_lightning.align import FaceAligner
 from xcos_lightning.datamodules.aligned import SourceAlignment
-from xcos_lightning.datamodules.image_io import encode_image, encode_for_storage, open_image, prepare, to_tensor
+from xcos_lightning.datamodules.image_io import as_hw, encode_image, encode_for_storage, open_image, prepare, to_tensor
 from xcos_lightning.errors import VerificationSetError
 
 Source = bytes | Path
@@ -20,15 +20,17 @@ Source = bytes | Path
 class PairSet(Dataset):
     """``N`` image pairs: ``sources[2i]``, ``sources[2i+1]`` (encoded bytes or file paths), ``labels[i]``.
 
-    ``labels`` is bool ``(N,)``, True = genuine (same identity). Each image is centre-cropped to a
-    ``crop`` x ``crop`` square around ``crop_center`` (default: image centre) if ``crop`` is set, then
-    resized to ``size``; after :meth:`align` its detected face is warped onto the template instead (the crop
-    is the fallback of photos without a face when the aligner allows it). Items: ``{"img_a", "img_b": float32 (3, size, size) RGB in [0, 1],
-    "label": bool tensor (), "index": int}``.
+    ``labels`` is bool ``(N,)``, True = genuine (same identity). ``size``: ``S`` or ``(H, W)``. Each image is
+    cropped ``crop`` px high around ``crop_center`` (default: image centre; the crop has the face's aspect, see
+    ``image_io.prepare``) if ``crop`` is set, then resized to ``size``; after :meth:`align` its detected face is
+    warped onto the template instead (the crop is the fallback of photos without a face when the aligner
+    allows it). Items: ``{"img_a", "img_b": float32 (3, H, W) RGB in [0, 1], "label": bool tensor (),
+    "index": int}``.
     """
 
     def __init__(self, sources: Sequence[Source], labels: Sequence[bool] | np.ndarray, name: str,
-                 size: int = 112, crop: int | None = None, crop_center: tuple[float, float] | None = None):
+                 size: int | tuple[int, int] = 112, crop: int | None = None,
+                 crop_center: tuple[float, float] | None = None):
         self.sources = [s if isinstance(s, bytes) else Path(s) for s in sources]
         self.labels = np.asarray(labels, dtype=bool).reshape(-1)
         self.name, self.size, self.crop, self.crop_center = name, size, crop, crop_center
@@ -49,14 +51,14 @@ class PairSet(Dataset):
         """Detect the face of every image (cached landmarks are reused) so that items are aligned faces;
         returns ``self``. Raises NoFaceError naming the first image without a face unless the aligner's
         ``on_miss`` is ``"crop"``."""
-        if aligner.size != (self.size, self.size):
+        if aligner.size != as_hw(self.size):
             raise VerificationSetError(f"{self.name}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
-                                       f"the set {self.size}x{self.size}")
+                                       f"the set {as_hw(self.size)[0]}x{as_hw(self.size)[1]}")
         self.alignment = SourceAlignment(aligner, self.sources, self.name, num_workers, progress)
         return self
 
     def load_image(self, j: int) -> np.ndarray:
-        """Image ``j`` after alignment or crop/resize: uint8 RGB ``(size, size, 3)``."""
+        """Image ``j`` after alignment or crop/resize: uint8 RGB ``(H, W, 3)``."""
         where = self.describe(j)
         image = open_image(self.sources[j], where)
         aligned = None if self.alignment is None else self.alignment.warp(j, image)
