@@ -225,6 +225,8 @@ class MethodResults:
         empty: dict[str, list[str]] = {}
         for fill, metric in self.deletion.items():
             values = metric.compute()
+            with metric.sync_context():
+                clean = {group: float(metric.curves()[f"{group}/deletion"][0]) for group in ("genuine", "impostor")}
             for group in ("genuine", "impostor"):
                 keys = [f"{step}_{group}{self.config.suffix(fill)}" for step in ("deletion", "insertion")]
                 if values[f"{group}/pairs"] == 0:
@@ -232,6 +234,11 @@ class MethodResults:
                     continue
                 for step, key in zip(("deletion", "insertion"), keys):
                     out[key] = values[f"{group}/{step}_auc"]
+                if clean[group] == 0 and fill == self.config.fills[0]:
+                    # Deletion starts from the clean pair and insertion ends at it: both AUCs are 0 whatever the map.
+                    rank_zero_warn(f"{method or 'faithfulness'}: all {values[f'{group}/pairs']:g} {GROUPS[group]} are "
+                                   f"misclassified clean at threshold {self.threshold:.4f}, so {', '.join(keys)} are 0 "
+                                   "by construction and say nothing about the maps")
         if self.flips is not None:
             values = self.flips.compute()
             for group in ("match", "nonmatch"):
