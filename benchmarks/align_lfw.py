@@ -27,6 +27,7 @@ from xcos_lightning.datamodules.image_folder import IdentityFolderDataset
 
 
 def misses_figure(paths: list[Path], out: Path, side: int = 125, columns: int = 8) -> None:
+    columns = min(columns, len(paths))
     rows = max(1, -(-len(paths) // columns))
     canvas = Image.new("RGB", (columns * side, rows * (side + 14)), "white")
     draw = ImageDraw.Draw(canvas)
