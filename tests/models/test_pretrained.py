@@ -62,6 +62,14 @@ def test_non_state_dict_and_wrong_layout(tmp_path: Path):
     torch.save([torch.zeros(1)], listing)
     with pytest.raises(ModelSpecError, match="plain state_dict"):
         read_state_dict(listing)
+    checkpoint = tmp_path / "checkpoint.pt"  # a training checkpoint of another project
+    torch.save({"epoch": 7, "net_state_dict": {"conv1.weight": torch.zeros(1)}, "optimizer": "sgd"}, checkpoint)
+    with pytest.raises(ModelSpecError) as err:
+        read_state_dict(checkpoint)
+    assert str(err.value) == (
+        f"{checkpoint} does not hold a plain state_dict ({{name: tensor}}): its top-level keys are 'epoch' (int), "
+        "'net_state_dict' (dict), 'optimizer' (str); the weights look like 'net_state_dict': re-save "
+        "torch.load(path)['net_state_dict'] alone")
     wrong = tmp_path / "wrong.pt"
     torch.save({"conv1.0.weight": torch.zeros(64, 3, 3, 3), "extra": torch.zeros(1)}, wrong)
     with pytest.raises(ModelSpecError, match="does not fit the 'mobilefacenet' layout: .*missing keys"):

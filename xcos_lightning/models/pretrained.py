@@ -118,9 +118,22 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         ) from err
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
         raise ModelSpecError(f"cannot read {path} as a torch state_dict: {type(err).__name__}: {err}") from err
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+    if not isinstance(state, dict):
         raise ModelSpecError(f"{path} does not hold a plain state_dict ({{name: tensor}}), got {type(state).__name__}")
+    if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ModelSpecError(f"{path} does not hold a plain state_dict ({{name: tensor}}): {_describe_keys(state)}")
     return state
+
+
+def _describe_keys(state: dict) -> str:
+    """The top-level keys of a non-state_dict ``state`` with their value types, and where its weights may be:
+    a training checkpoint (``{"epoch": 3, "net_state_dict": {...}}``) keeps them one level down."""
+    keys = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in list(state.items())[:8])
+    more = f" and {len(state) - 8} more" if len(state) > 8 else ""
+    nested = [k for k, v in state.items() if isinstance(v, dict) and v
+              and all(isinstance(t, Tensor) for t in v.values())]
+    hint = f"; the weights look like {nested[0]!r}: re-save torch.load(path)[{nested[0]!r}] alone" if nested else ""
+    return f"its top-level keys are {keys}{more}{hint}"
 
 
 def load_pretrained(spec: str) -> nn.Module:
