@@ -8,8 +8,9 @@
   ``/`` separates the items of a tuple); the token is the row's name, so one method can take several rows.
 
 - Pairs: ``--pairs`` genuine and as many impostor pairs drawn without replacement (``--seed``), in index order.
+- Decisions: by the embedding cosine, or with ``--score xcos`` by an xCos model's xCos score.
 - Threshold: ``--threshold`` if given, else the EER threshold (FAR = FRR, interpolated on the ROC) of the
-  model's plain cosine (no flip augmentation, as the explainers score pairs) on the selected clean pairs,
+  model's plain score (no flip augmentation, as the explainers score pairs) on the selected clean pairs,
   centred in the gap between the clean scores around it (same clean decisions, robust to float noise).
 - Perturbed forwards of the protocols run through ``fast_embedding(model)`` (BatchNorm folded, the same
   function up to float rounding).
@@ -80,7 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "srise; default: the method's own)")
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches, tie order and explainer seeds")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="fixed cosine threshold (default: EER threshold on the selected clean pairs)")
+                        help="fixed decision threshold (default: EER threshold on the selected clean pairs)")
+    parser.add_argument("--score", choices=("cos", "xcos"), default="cos",
+                        help="verifier of every decision: the embedding cosine (default) or, for an xCos model, "
+                             "the xCos score")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per forward pass (default: 8 on CPU, 64 on GPU)")
     parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
@@ -116,7 +120,7 @@ def protocol_config(args: argparse.Namespace) -> ProtocolConfig:
     """The engine's settings from this command's options (``ValueError`` names a bad one)."""
     return ProtocolConfig(protocols=tuple(split_list(args.protocols)), steps=args.steps,
                           fills=(args.fill, *split_list(args.extra_fills)), sides=args.sides, seed=args.seed,
-                          top_k=args.top_k, pair_batch=args.pair_batch, batch_size=args.batch_size)
+                          top_k=args.top_k, pair_batch=args.pair_batch, batch_size=args.batch_size, score=args.score)
 
 
 def explainer_options(args: argparse.Namespace) -> dict:

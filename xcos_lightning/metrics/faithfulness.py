@@ -40,6 +40,14 @@ from xcos_lightning.metrics.road import noisy_linear_imputation
 from xcos_lightning.metrics.verification import _unique_rows
 
 EmbedFn = Callable[[Tensor], Tensor]
+# Scores (B, K) of representations (B, K, ...) of perturbed images against their partners' (B, ...).
+Similarity = Callable[[Tensor, Tensor], Tensor]
+
+
+def cosine(reps: Tensor, partner: Tensor) -> Tensor:
+    """The default verifier: cosines ``(B, K)`` of embeddings ``(B, K, D)`` with partner embeddings ``(B, D)``."""
+    return F.cosine_similarity(reps.float(), partner.float()[:, None], dim=2)
+
 FILLS = ("zero", "mean", "blur", "road")
 CANVASES = FILLS[:3]  # the fills that are one image; "road" depends on which pixels are removed
 
@@ -120,7 +128,8 @@ def replaced_embeddings(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: T
             take = ranks[b] < counts[b, k][:, None, None]
             images = torch.where(take[:, None], other[b], base[b])
             out.append(embed_fn(images).float())
-    return torch.cat(out).view(b_count, k_count, -1)
+    out = torch.cat(out)
+    return out.view(b_count, k_count, *out.shape[1:])
 
 
 def perturbed_embeddings(embed_fn: EmbedFn, images: Tensor, ranks: Tensor, counts: Tensor, fill: str,
@@ -148,12 +157,15 @@ def perturbed_embeddings(embed_fn: EmbedFn, images: Tensor, ranks: Tensor, count
                 if len(pending) == batch_size or (b, k) == (b_count - 1, k_count - 1):
                     out.append(embed_fn(torch.stack(pending)).float())
                     pending = []
-    return torch.cat(out).view(b_count, k_count, -1)
+    out = torch.cat(out)
+    return out.view(b_count, k_count, *out.shape[1:])
 
 
 def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, keys: Tensor, steps: int,
-                        fill: str = "zero", batch_size: int = 64, *, seeds: Tensor) -> tuple[Tensor, Tensor]:
-    """Cosines ``(B, steps + 1)`` of deleted and of inserted ``images`` against ``partner`` embeddings ``(B, D)``.
+                        fill: str = "zero", batch_size: int = 64, *, seeds: Tensor,
+                        similarity: Similarity = cosine) -> tuple[Tensor, Tensor]:
+    """Scores ``(B, steps + 1)`` of deleted and of inserted ``images`` against ``partner`` representations
+    (``embed_fn`` of the partner images; ``similarity`` scores them, by default the cosine of embeddings).
 
     ``images`` ``(B, 3, H, W)`` are ranked by descending ``keys`` ``(B, H, W)``, ties by ``seeds`` ``(B,)``
     (``pixel_ranks``); column ``k`` is fraction ``k / steps``.
@@ -162,14 +174,15 @@ def perturbation_scores(embed_fn: EmbedFn, images: Tensor, partner: Tensor, keys
     counts = pixel_counts(fraction_grid(steps), keys[0].numel()).expand(len(images), -1)
     deleted = perturbed_embeddings(embed_fn, images, ranks, counts, fill, False, batch_size, seeds=seeds)
     inserted = perturbed_embeddings(embed_fn, images, ranks, counts, fill, True, batch_size, seeds=seeds)
-    partner = partner.float()[:, None]
-    return F.cosine_similarity(deleted, partner, dim=2), F.cosine_similarity(inserted, partner, dim=2)
+    return similarity(deleted, partner), similarity(inserted, partner)
 
 
 def pair_perturbation_scores(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, explanation: PairExplanation,
                              labels: Tensor, steps: int, fill: str = "zero", sides: str = "a",
-                             batch_size: int = 64, *, seeds: Tensor) -> tuple[Tensor, Tensor]:
-    """The protocol on a batch of pairs: deletion and insertion cosines ``(B, S, steps + 1)``.
+                             batch_size: int = 64, *, seeds: Tensor,
+                             similarity: Similarity = cosine) -> tuple[Tensor, Tensor]:
+    """The protocol on a batch of pairs: deletion and insertion scores ``(B, S, steps + 1)`` (``similarity`` of
+    ``embed_fn``'s representations; default the embedding cosine).
 
     Each pair's pixels follow its similarity order if ``labels`` (bool ``(B,)``) says genuine, else its
     dissimilarity order (``explanation.order_keys``), ties by ``seeds`` ``(B,)`` (``tie_seeds``). ``sides``:
@@ -185,7 +198,7 @@ def pair_perturbation_scores(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, ex
             if sides in (side, "both"):
                 keys = torch.where(genuine, *explanation.order_keys(side))
                 runs.append(perturbation_scores(embed_fn, image, embed_fn(partner), keys, steps, fill, batch_size,
-                                                seeds=seeds))
+                                                seeds=seeds, similarity=similarity))
     return torch.stack([r[0] for r in runs], 1), torch.stack([r[1] for r in runs], 1)
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from xcos_lightning.metrics.faithfulness import (EmbedFn, accepts, fill_canvas, fraction_grid, pixel_counts,
-                                                 pixel_ranks, replaced_embeddings)
+from xcos_lightning.metrics.faithfulness import (EmbedFn, Similarity, accepts, cosine, fill_canvas, fraction_grid,
+                                                 pixel_counts, pixel_ranks, replaced_embeddings)
 from xcos_lightning.metrics.verification import _unique_rows
 
 
@@ -39,7 +38,7 @@ class FlipFractions(NamedTuple):
 
 def first_decision(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: Tensor, partner: Tensor,
                    threshold: float, target: Tensor, steps: int, refine: bool = True,
-                   batch_size: int = 64) -> tuple[Tensor, Tensor]:
+                   batch_size: int = 64, similarity: Similarity = cosine) -> tuple[Tensor, Tensor]:
     """Smallest pixel count whose replacement (``replaced_embeddings``) makes the decision equal ``target``.
 
     ``target`` bool ``(B,)``: decision sought (``cos > threshold``). Returns ``(counts long (B,), found
@@ -49,7 +48,7 @@ def first_decision(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: Tensor
 
     def reached(counts: Tensor, rows: Tensor) -> Tensor:
         emb = replaced_embeddings(embed_fn, base[rows], other[rows], ranks[rows], counts, batch_size)
-        return accepts(F.cosine_similarity(emb, partner[rows, None].float(), dim=2), threshold) == target[rows, None]
+        return accepts(similarity(emb, partner[rows]), threshold) == target[rows, None]
 
     rows = torch.arange(len(base), device=base.device)
     grid = pixel_counts(fraction_grid(steps), pixels).to(base.device)
@@ -71,22 +70,23 @@ def first_decision(embed_fn: EmbedFn, base: Tensor, other: Tensor, ranks: Tensor
 
 def flip_fractions(embed_fn: EmbedFn, img_a: Tensor, img_b: Tensor, sim_key: Tensor, dis_key: Tensor,
                    threshold: float, steps: int = 100, refine: bool = True, batch_size: int = 64, *,
-                   seeds: Tensor) -> FlipFractions:
+                   seeds: Tensor, similarity: Similarity = cosine) -> FlipFractions:
     """S-RISE deletion/insertion flip fractions of image A of each pair (see the module docstring).
 
     ``img_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_key``, ``dis_key``: image A's similarity and
     dissimilarity orders ``(B, H, W)`` (``PairExplanation.order_keys("a")``, descending); ``seeds`` ``(B,)``
-    break ties (``tie_seeds``).
+    break ties (``tie_seeds``); ``similarity`` scores ``embed_fn``'s representations (default: cosine).
     """
     with torch.no_grad():
         emb_a, emb_b = embed_fn(img_a).float(), embed_fn(img_b).float()
-    match = accepts(F.cosine_similarity(emb_a, emb_b, dim=1), threshold)
+    match = accepts(similarity(emb_a[:, None], emb_b)[:, 0], threshold)
     ranks = pixel_ranks(torch.where(match[:, None, None], sim_key, dis_key), seeds)
     canvas = fill_canvas(img_a, "mean")
     pixels = ranks[0].numel()
     deleted, flipped = first_decision(embed_fn, img_a, canvas, ranks, emb_b, threshold, ~match, steps, refine,
-                                      batch_size)
-    inserted, _ = first_decision(embed_fn, canvas, img_a, ranks, emb_b, threshold, match, steps, refine, batch_size)
+                                      batch_size, similarity)
+    inserted, _ = first_decision(embed_fn, canvas, img_a, ranks, emb_b, threshold, match, steps, refine, batch_size,
+                                 similarity)
     return FlipFractions(deleted.double() / pixels, inserted.double() / pixels, flipped, match)
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchmetrics import Metric
@@ -35,8 +34,8 @@ from torchmetrics import Metric
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import VerificationSetError
-from xcos_lightning.metrics.faithfulness import (EmbedFn, accepts, area_under_curve, fraction_grid, pixel_counts,
-                                                 pixel_ranks, replaced_embeddings)
+from xcos_lightning.metrics.faithfulness import (EmbedFn, Similarity, accepts, area_under_curve, cosine, fraction_grid,
+                                                 pixel_counts, pixel_ranks, replaced_embeddings)
 from xcos_lightning.metrics.verification import _unique_rows
 
 PATCHES, PATCH_SIZE = 27, 16
@@ -132,22 +131,23 @@ def make_patched_set(pair_set: PairSet, identities: np.ndarray | None = None, se
 
 
 def dpr_scores(embed_fn: EmbedFn, patched_a: Tensor, clean_a: Tensor, img_b: Tensor, sim_key: Tensor,
-               dis_key: Tensor, threshold: float, steps: int = 20, batch_size: int = 64, *, seeds: Tensor) -> Tensor:
-    """Cosines ``(B, steps + 1)`` of the patched pairs as the top ``k / steps`` of A's pixels are restored.
+               dis_key: Tensor, threshold: float, steps: int = 20, batch_size: int = 64, *, seeds: Tensor,
+               similarity: Similarity = cosine) -> Tensor:
+    """Scores ``(B, steps + 1)`` of the patched pairs as the top ``k / steps`` of A's pixels are restored.
 
     ``patched_a``, ``clean_a``, ``img_b``: ``(B, 3, H, W)`` in ``[0, 1]``; ``sim_key``, ``dis_key``: the
     similarity and dissimilarity orders ``(B, H, W)`` of the explanation of the PATCHED pairs
     (``PairExplanation.order_keys``: for xSSAB its combined map ``pos - neg`` descending, as in the paper),
     pixels taken in descending key order, ties by ``seeds`` ``(B,)``. The order is chosen per pair by the
-    patched decision.
+    patched decision; ``similarity`` scores ``embed_fn``'s representations (default: cosine).
     """
     with torch.no_grad():
         emb_p, emb_b = embed_fn(patched_a).float(), embed_fn(img_b).float()
-    match = accepts(F.cosine_similarity(emb_p, emb_b, dim=1), threshold)[:, None, None]
+    match = accepts(similarity(emb_p[:, None], emb_b)[:, 0], threshold)[:, None, None]
     ranks = pixel_ranks(torch.where(match, sim_key, dis_key), seeds)
     counts = pixel_counts(fraction_grid(steps), ranks[0].numel()).expand(len(patched_a), -1)
     emb = replaced_embeddings(embed_fn, patched_a, clean_a, ranks, counts, batch_size)
-    return F.cosine_similarity(emb, emb_b[:, None], dim=2)
+    return similarity(emb, emb_b)
 
 
 def error_curves(scores: Tensor, labels: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

@@ -41,11 +41,11 @@ from torchmetrics import SumMetric
 
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
-from xcos_lightning.errors import VerificationSetError
-from xcos_lightning.explain.base import Explainer, PairExplanation
-from xcos_lightning.explain.inference import fast_embedding
+from xcos_lightning.errors import ModelSpecError, VerificationSetError
+from xcos_lightning.explain.base import SCORES, Explainer, PairExplanation, XCosScore
+from xcos_lightning.explain.inference import fast_embedding, inference_copy
 from xcos_lightning.explain.registry import build_explainer, explains_xcos, parse_method
-from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric, EmbedFn, accepts,
+from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric, EmbedFn, Similarity, accepts, cosine,
                                                  pair_perturbation_scores, tie_seeds)
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
@@ -73,6 +73,8 @@ class ProtocolConfig:
         top_k: identification: gallery candidates each probe is explained against.
         pair_batch: pairs explained per explainer call.
         batch_size: images per forward pass of the protocols; ``None``: 8 on CPU, 64 elsewhere (as explainers).
+        score: the verifier of every decision: ``"cos"`` (the embedding cosine) or ``"xcos"`` (the xCos score of
+            an xCos model, ``evaluate_pair_set``; its EER threshold then decides).
     """
 
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
@@ -83,6 +85,7 @@ class ProtocolConfig:
     top_k: int = 3
     pair_batch: int = 8
     batch_size: int | None = None
+    score: str = "cos"
 
     def __post_init__(self) -> None:
         for name in ("protocols", "fills"):
@@ -98,6 +101,10 @@ class ProtocolConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.score == "xcos" and "identification" in self.protocols:
+            raise ValueError("the identification protocol ranks a gallery by the embedding cosine: use score 'cos'")
 
     def forward_batch(self, device: torch.device) -> int:
         """Images per forward pass on ``device``."""
@@ -164,11 +171,12 @@ class MethodResults:
                                if "identification" in wanted else {})
         self.seconds, self.pairs = SumMetric().to(device), SumMetric().to(device)
 
-    def update(self, explainer: Explainer, embed_fn: EmbedFn, batch: Mapping[str, Tensor]) -> tuple[
-            PairExplanation, dict[str, Tensor]]:
-        """Explain one batch and run the pair protocols on it; returns the explanation and each pair's values
-        ``{name: (B,)}`` (``deletion``/``insertion``: the pair's AUC % in its own group, main canvas;
-        ``flip_deletion``/``flip_insertion``)."""
+    def update(self, explainer: Explainer, embed_fn: EmbedFn, batch: Mapping[str, Tensor],
+               similarity: Similarity = cosine) -> tuple[PairExplanation, dict[str, Tensor]]:
+        """Explain one batch and run the pair protocols on it (decisions: ``similarity`` of ``embed_fn``'s
+        representations above the threshold); returns the explanation and each pair's values ``{name: (B,)}``
+        (``deletion``/``insertion``: the pair's AUC % in its own group, main canvas; ``flip_deletion``/
+        ``flip_insertion``)."""
         c = self.config
         img_a, img_b, labels, index = batch["img_a"], batch["img_b"], batch["label"].bool(), batch["index"]
         device = img_a.device
@@ -180,7 +188,7 @@ class MethodResults:
         values: dict[str, Tensor] = {}
         for fill, metric in self.deletion.items():
             deletion, insertion = pair_perturbation_scores(embed_fn, img_a, img_b, expl, labels, c.steps, fill,
-                                                           c.sides, forward, seeds=seeds)
+                                                           c.sides, forward, seeds=seeds, similarity=similarity)
             metric.update(deletion.to(device), insertion.to(device), labels.to(device), index.to(device))
             if fill == c.fills[0]:
                 for step, scores in (("deletion", deletion), ("insertion", insertion)):
@@ -189,7 +197,7 @@ class MethodResults:
                                                          torch.arange(c.steps + 1, dtype=torch.float64) / c.steps)
         if self.flips is not None:
             flips = flip_fractions(embed_fn, img_a, img_b, *expl.order_keys("a"), self.threshold, c.steps, True,
-                                   forward, seeds=seeds)
+                                   forward, seeds=seeds, similarity=similarity)
             self.flips.update(FlipFractions(*(t.to(device) for t in flips)), index.to(device))
             values["flip_deletion"], values["flip_insertion"] = flips.deletion.cpu(), flips.insertion.cpu()
         if self.dpr is not None:
@@ -198,7 +206,7 @@ class MethodResults:
                                  "(build them with patch_dpr.make_patched_set)")
             patched = explainer(batch["patched_a"], img_b, index)
             scores = dpr_scores(embed_fn, batch["patched_a"], img_a, img_b, *patched.order_keys("a"), self.threshold,
-                                c.steps, forward, seeds=seeds)
+                                c.steps, forward, seeds=seeds, similarity=similarity)
             self.dpr.update(scores.to(device), labels.to(device), index.to(device))
         return expl, values
 
@@ -319,12 +327,12 @@ def run_protocols(explainers: Mapping[str, Explainer], embed_fn: EmbedFn, batche
                   threshold: float, config: ProtocolConfig = ProtocolConfig(), *,
                   device: torch.device | str = "cpu", identification: IdentificationData | None = None,
                   max_seconds: float | None = None, on_batch: BatchHook | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[str, MethodResults]:
+                  log: Callable[[str], None] | None = None, similarity: Similarity = cosine) -> dict[str, MethodResults]:
     """Every protocol of ``config`` for every explainer, on the pairs of ``batches``; ``{name: MethodResults}``.
 
     ``explainers``: ``{row name: explainer}`` (e.g. from ``build_explainer``); ``embed_fn``: the verifier of
     every perturbed image ((B, 3, H, W) in [0, 1] -> (B, D), e.g. ``fast_embedding(model)``), decisions
-    ``cos > threshold``. ``batches``: dicts with ``img_a``, ``img_b`` ``(B, 3, H, W)`` in [0, 1], ``label`` bool
+    ``cos > threshold`` (``similarity``: another score of ``embed_fn``'s representations, ``verifier``). ``batches``: dicts with ``img_a``, ``img_b`` ``(B, 3, H, W)`` in [0, 1], ``label`` bool
     ``(B,)`` (True = genuine), ``index`` long ``(B,)`` (the pairs' data-set indices: seeds, and DDP
     deduplication) and, for ``dpr``, ``patched_a`` (image A with the Patch-LFW patches); moved to ``device``.
     Pairs are taken batch by batch, each explained by every method in turn. ``identification``: the probe /
@@ -341,7 +349,7 @@ def run_protocols(explainers: Mapping[str, Explainer], embed_fn: EmbedFn, batche
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         explanations, values = {}, {}
         for name, explainer in explainers.items():
-            explanations[name], values[name] = results[name].update(explainer, embed_fn, batch)
+            explanations[name], values[name] = results[name].update(explainer, embed_fn, batch, similarity)
         explained += len(batch["index"])
         if on_batch is not None:
             on_batch(batch, explanations, values)
@@ -358,6 +366,28 @@ def run_protocols(explainers: Mapping[str, Explainer], embed_fn: EmbedFn, batche
                 log(f"{name}: identification, {len(identification.probes)} probes x top-"
                     f"{identification.top.shape[1]}, {time.perf_counter() - start:.1f} s")
     return results
+
+
+def verifier(model: nn.Module, score: str = "cos") -> tuple[EmbedFn, Similarity]:
+    """(representation of images, their score against a partner's) deciding every protocol: ``"cos"``: the
+    embeddings of ``fast_embedding(model)`` and their cosine; ``"xcos"``: the grid features ``(B, G, 7, 7)`` of a
+    BatchNorm-folded copy of an xCos model's backbone and the model's xCos score of (perturbed image, partner)."""
+    if score == "cos":
+        return fast_embedding(model), cosine
+    XCosScore(model)  # raises ModelSpecError for a model without the xCos score
+    backbone = inference_copy(model.backbone)  # the grid (model.grid without flip), BatchNorm folded
+
+    def grid(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return backbone(x).float()
+
+    def xcos(reps: Tensor, partner: Tensor) -> Tensor:
+        b, k = reps.shape[:2]
+        partners = partner[:, None].expand(b, k, *partner.shape[1:]).flatten(0, 1)
+        with torch.no_grad():
+            return model.maps_from_grids(reps.flatten(0, 1), partners)[2].float().view(b, k)
+
+    return grid, xcos
 
 
 def decision_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -436,10 +466,11 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
     ``model``: eval-mode embedding model on ``device``. ``methods``: explainer tokens ``name[:key=value...]``
     (``registry.parse_method``), each one row. Pairs: drawn without replacement with ``config.seed``
     (``select_pairs``); DPR uses their patched versions (27 patches of 16 px, ``config.seed``; donors of another
-    identity from the identity folders when the set has them). Threshold: ``threshold`` if given, else
-    ``decision_threshold`` of the plain cosine (no flip) on the selected clean pairs; methods of the xCos score
-    get the xCos score's threshold found the same way. Perturbed images are scored by
-    ``fast_embedding(model)`` (BatchNorm folded, the same function up to float rounding).
+    identity from the identity folders when the set has them). Decisions: by ``config.score`` (``verifier``:
+    the embedding cosine of ``fast_embedding(model)``, BatchNorm folded, the same function up to float
+    rounding; or the xCos score), at ``threshold`` if given, else at the ``decision_threshold`` of that score
+    (single view) on the selected clean pairs; methods of the xCos score get the xCos score's threshold
+    found the same way, the others the cosine's.
     ``explainer_options``: options for every method (``build_explainer``'s shared ones: ``n_masks``, ``seed``,
     and e.g. ``batch_size``), under each token's own options. ``examples``: keep the first ``examples``
     genuine and the first ``examples`` impostor pairs with every method's explanation (``Example``).
@@ -462,22 +493,27 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
     thresholds, eers = {}, {}
     for kind, s in scores.items():
         eers[kind], thresholds[kind] = decision_threshold(torch.cat(s), label)
+    decide = config.score
+    if decide not in thresholds:
+        raise ModelSpecError(f"decisions by the {decide} score need an xCos model; {type(model).__name__} has no "
+                             "xCos head")
     source = "EER threshold of the selected clean pairs"
     if threshold is not None:
-        thresholds["cos"], source = float(threshold), f"given; the EER threshold of these pairs is {thresholds['cos']:.4f}"
-    accuracy = float((accepts(torch.cat(scores["cos"]), thresholds["cos"]) == label).double().mean())
+        thresholds[decide], source = float(threshold), f"given; the EER threshold of these pairs is {thresholds[decide]:.4f}"
+    accuracy = float((accepts(torch.cat(scores[decide]), thresholds[decide]) == label).double().mean())
     fills = config.fills
-    summary = (f"{pairs} genuine + {pairs} impostor pairs of {pair_set.name} (seed {config.seed}); threshold "
-               f"{thresholds['cos']:.4f} ({source}); clean EER {eers['cos']:.4f}, accuracy {accuracy:.4f}; "
+    summary = (f"{pairs} genuine + {pairs} impostor pairs of {pair_set.name} (seed {config.seed}); decisions by the "
+               f"{'xCos score' if decide == 'xcos' else 'embedding cosine'}, threshold {thresholds[decide]:.4f} "
+               f"({source}); clean EER {eers[decide]:.4f}, accuracy {accuracy:.4f}; "
                f"steps {config.steps}, fill {fills[0]}{''.join(f' (and {f})' for f in fills[1:])}, "
                f"sides {config.sides}")
-    if "xcos" in thresholds:
+    if "xcos" in thresholds and decide == "cos":
         summary += f"; xCos threshold {thresholds['xcos']:.4f} (EER {eers['xcos']:.4f}) for the xCos maps"
     say(summary)
-    embed = fast_embedding(model)
+    embed, similarity = verifier(model, decide)
     ident = None
     if "identification" in config.protocols:
-        ident = identification_data(pair_set, chosen, embed, config.top_k, device)
+        ident = identification_data(pair_set, chosen, fast_embedding(model), config.top_k, device)
         say(f"identification: {len(ident.probes)} probes (image A of the genuine pairs), gallery of "
             f"{len(ident.gallery)} other images of the pairs, top-{config.top_k}")
     explainers: dict[str, Explainer] = {}
@@ -498,13 +534,14 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
                                         batch["img_b"][row].cpu(),
                                         {name: explanation_row(e, row) for name, e in explanations.items()}))
 
-        results = run_protocols(explainers, embed, batches, thresholds["cos"], config, device=device,
-                                identification=ident, log=log, on_batch=keep if examples else None)
+        results = run_protocols(explainers, embed, batches, thresholds[decide], config, device=device,
+                                identification=ident, log=log, on_batch=keep if examples else None,
+                                similarity=similarity)
     finally:
         for explainer in explainers.values():
             explainer.release()
-    info = {"threshold": thresholds["cos"], "threshold_source": source, "clean_eer": eers["cos"],
-            "clean_accuracy": accuracy, "pair_indices": chosen.tolist(),
+    info = {"threshold": thresholds[decide], "decision_score": decide, "threshold_source": source,
+            "clean_eer": eers[decide], "clean_accuracy": accuracy, "pair_indices": chosen.tolist(),
             "pair_labels": pair_set.labels[chosen].astype(bool).tolist(), "summary": summary}
     if "xcos" in thresholds:
         info["threshold_xcos"] = thresholds["xcos"]
