@@ -5,8 +5,13 @@ days-long run. Failures degrade the logger one level and warn once each:
 
 - the run cannot start online (no login, no network): it starts offline (``wandb sync`` uploads it later);
 - it cannot start offline either: W&B is disabled for this run (a no-op run);
-- a later call fails (``log_metrics``, ``log_hyperparams``, images, tables, checkpoint artifacts): that
-  and every later W&B call is dropped.
+- a later call fails (``log_metrics``, ``log_hyperparams``, images, tables, checkpoint artifacts): W&B calls
+  are dropped for a while and then tried again, with a bounded backoff (``retry_after`` calls dropped after
+  the first failure, twice as many after each further one in a row); after ``retries`` failed retries in a
+  row W&B output of the run stops for good. A transient fault (a full disk freed, a network blip under
+  online mode) thus costs some points of the curves, not the rest of the run, and a permanent one costs a
+  handful of failed calls (each can block: a W&B call that times out waits for its timeout). One warning
+  at the first failure, one when output resumes or stops.
 
 ``WANDB_MODE=disabled`` simply gives a no-op run. Checkpoints are written by ``ModelCheckpoint`` to
 their own folder, independently of the logger.
@@ -20,11 +25,18 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 
 class ResilientWandbLogger(WandbLogger):
-    """Drop-in ``WandbLogger`` (same arguments) that falls back to offline, then to disabled, then drops calls."""
+    """Drop-in ``WandbLogger`` (same arguments) that falls back to offline, then to disabled, and drops calls
+    after a failure, retrying ``retries`` times (``retry_after``, ``2 * retry_after``, ... calls apart) before
+    it stops W&B output for the run; ``retries=0`` stops at the first failure."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, retries: int = 3, retry_after: int = 10, **kwargs: Any) -> None:
+        if retries < 0 or retry_after < 0:
+            raise ValueError(f"retries={retries}, retry_after={retry_after}: both must be >= 0")
         super().__init__(*args, **kwargs)
-        self.dropped = False  # True once a call failed: W&B output of this run stops there
+        self.retries, self.retry_after = retries, retry_after
+        self.failures = 0  # failed calls in a row
+        self._to_drop = 0  # calls dropped before the next try
+        self.dropped = False  # True once W&B output of this run stopped for good
 
     @property
     def experiment(self):
@@ -52,13 +64,29 @@ class ResilientWandbLogger(WandbLogger):
     def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.dropped:
             return None
-        try:
-            return getattr(super(), method)(*args, **kwargs)
-        except Exception as err:
-            self.dropped = True
-            rank_zero_warn(f"W&B {method} failed ({type(err).__name__}: {str(err)[:200]}); training goes on, "
-                           "W&B output of this run stops here")
+        if self._to_drop and method != "finalize":  # the run's close is always tried
+            self._to_drop -= 1
             return None
+        try:
+            result = getattr(super(), method)(*args, **kwargs)
+        except Exception as err:
+            self.failures += 1
+            detail = f"{type(err).__name__}: {str(err)[:200]}"
+            if self.failures > self.retries:
+                self.dropped = True
+                rank_zero_warn(f"W&B {method} failed ({detail}), {self.failures} failures in a row; training goes "
+                               "on, W&B output of this run stops here")
+            else:
+                self._to_drop = self.retry_after * 2 ** (self.failures - 1)
+                if self.failures == 1:
+                    rank_zero_warn(f"W&B {method} failed ({detail}); training goes on, W&B calls are dropped and "
+                                   f"tried again after {self._to_drop} calls (up to {self.retries} retries)")
+            return None
+        if self.failures:
+            rank_zero_warn(f"W&B {method} works again after {self.failures} failed calls (the calls between them "
+                           "were dropped)")
+            self.failures = 0
+        return result
 
     def log_metrics(self, metrics, step=None) -> None:
         self._guard("log_metrics", metrics, step)

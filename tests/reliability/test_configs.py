@@ -2,17 +2,19 @@
 N steps and each epoch end, and the W&B logger that never stops training."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
-
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+from helpers.configs import EXPERIMENTS, print_configs
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_is_crash_safe(path):
-    trainer = yaml.safe_load(path.read_text())["trainer"]
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, dict]:
+    """The configs as train.py resolves them (experiments compose configs/base/ files)."""
+    return print_configs(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_config_is_crash_safe(name, resolved):
+    trainer = resolved[name]["trainer"]
     assert [p["class_path"] for p in trainer["plugins"]] == ["xcos_lightning.checkpoint_io.AtomicCheckpointIO"]
     assert trainer["logger"]["class_path"] == "xcos_lightning.wandb_logger.ResilientWandbLogger"
     callbacks = trainer["callbacks"]

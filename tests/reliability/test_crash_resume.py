@@ -1,7 +1,9 @@
 """A run killed with SIGKILL mid-epoch resumes from last.ckpt and ends exactly where an uninterrupted run ends.
 
 Resume granularity is one batch: ``last.ckpt`` is written every ``every_n_train_steps`` steps and at each
-epoch end (configs: the ``save_last`` ModelCheckpoint), and ``PairLoader`` stores the position in the epoch.
+epoch end (configs: ``xcos_lightning.callbacks.LastCheckpoint``; their monitored ModelCheckpoint keeps only the
+best epoch), and ``PairLoader`` stores the position in the epoch. The GradScaler test below builds its own
+Trainer with Lightning's ``ModelCheckpoint(save_last=True, every_n_train_steps=3)``.
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def test_wandb_disabled(tmp_path):
 
 
 def test_failing_writes_warn_once_and_training_goes_on(tmp_path, monkeypatch):
-    logger = ResilientWandbLogger(project="xcos-test", save_dir=str(tmp_path), offline=True)
+    logger = ResilientWandbLogger(project="xcos-test", save_dir=str(tmp_path), offline=True, retries=0)
     calls = []
 
     def broken_log(*args, **kwargs):
@@ -86,6 +86,62 @@ def test_failing_writes_warn_once_and_training_goes_on(tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()
+
+
+def _failing_logger(tmp_path, monkeypatch, fail_attempts: int | None, **kwargs):
+    """A logger whose W&B ``log`` fails on its first ``fail_attempts`` attempts (None: always); returns it and
+    the indices (0-based ``log_metrics`` calls) at which W&B was actually called."""
+    logger = ResilientWandbLogger(project="xcos-test", save_dir=str(tmp_path), offline=True, **kwargs)
+    attempts, index = [], [0]
+    real_log = logger.experiment.log
+
+    def log(*args, **kw):
+        attempts.append(index[0])
+        if fail_attempts is None or len(attempts) <= fail_attempts:
+            raise OSError(28, "No space left on device")
+        return real_log(*args, **kw)
+
+    monkeypatch.setattr(logger.experiment, "log", log)
+
+    def call(n: int) -> None:
+        for _ in range(n):
+            logger.log_metrics({"train/loss": 1.0}, step=index[0])
+            index[0] += 1
+    return logger, attempts, call
+
+
+def test_a_permanent_fault_is_retried_with_backoff_then_w_and_b_stops(tmp_path, monkeypatch):
+    logger, attempts, call = _failing_logger(tmp_path, monkeypatch, None, retries=3, retry_after=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call(40)
+    # Tried at call 0, then after 2, 4 and 8 dropped calls; the 4th failure in a row stops W&B output.
+    assert attempts == [0, 3, 8, 17] and logger.dropped
+    messages = [str(w.message) for w in caught if "W&B" in str(w.message)]
+    assert len(messages) == 2
+    assert "tried again after 2 calls (up to 3 retries)" in messages[0]
+    assert "4 failures in a row" in messages[1] and "stops here" in messages[1]
+    import wandb
+
+    wandb.finish()
+
+
+def test_a_transient_fault_costs_only_the_dropped_calls(tmp_path, monkeypatch):
+    logger, attempts, call = _failing_logger(tmp_path, monkeypatch, 2, retries=3, retry_after=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call(20)
+    # Fails at 0 and 3, works at 8 and from then on every call goes through again.
+    assert attempts == [0, 3, *range(8, 20)] and not logger.dropped and logger.failures == 0
+    assert any("works again after 2 failed calls" in str(w.message) for w in caught)
+    import wandb
+
+    wandb.finish()
+
+
+def test_retry_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="retries=-1"):
+        ResilientWandbLogger(project="xcos-test", save_dir=str(tmp_path), offline=True, retries=-1)
 
 
 def test_a_run_that_cannot_start_offline_either_is_disabled(tmp_path, monkeypatch):

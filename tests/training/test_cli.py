@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.configs import EXPERIMENTS
 from helpers.wandb_log import RunLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,11 +33,6 @@ def test_xcos_with_a_trained_arcface_teacher(run_train, tiny_args, tmp_path):
     ckpt = torch.load(tmp_path / "runs/xcos_from_arcface/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["teacher"] == "runs/arcface_baseline/checkpoints/last.ckpt"
     assert any(k.startswith("teacher.") for k in ckpt["state_dict"])
-
-
-# Every experiment; configs/base/ holds the parts experiments start from (`config:`), not runs of their own.
-EXPERIMENTS = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml")
-                     if "base" not in p.relative_to(REPO / "configs").parts)
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS)

@@ -9,40 +9,21 @@ its file and regenerate its ``before`` file with the same command.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.configs import print_configs
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE = Path(__file__).resolve().parent / "print_config_before"
 EXPERIMENTS = sorted(p.stem.replace("__", "/") + ".yaml" for p in BEFORE.glob("*.yaml"))
 
-# One interpreter prints every experiment's config (an import of lightning each would take minutes here).
-_PRINT_ALL = """
-import contextlib, io, json, sys
-from xcos_lightning.cli.train import main
-out = {}
-for path in sys.argv[1:]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-        main(["fit", "--config", path, "--print_config"])
-    out[path] = buf.getvalue()
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
 def printed() -> dict[str, dict]:
-    paths = [str(REPO / "configs" / name) for name in EXPERIMENTS]
-    proc = subprocess.run([sys.executable, "-c", _PRINT_ALL, *paths], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    texts = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {name: yaml.safe_load(texts[str(REPO / "configs" / name)]) for name in EXPERIMENTS}
+    return print_configs(EXPERIMENTS)
 
 
 def _differences(before, now, where: str = "") -> list[str]:
