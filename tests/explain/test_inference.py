@@ -139,6 +139,9 @@ def test_default_target_layer_finds_a_grid_that_is_not_7x7(make_pairs):
     with GradCAM(model, input_size=(112, 96)) as cam:
         out = cam(img_a, img_b)
     assert out.sim_a.shape == (2, 112, 96) and out.raw_a.abs().amax() > 0
+    model.input_size = (112, 96)  # a model that declares its size needs no input_size
+    with GradCAM(model) as cam:
+        assert cam.target_layer is model[3]
 
 
 def test_default_target_layer_leaves_a_training_model_as_it_was():

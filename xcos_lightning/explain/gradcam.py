@@ -15,6 +15,7 @@ from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.explain.base import SCORES, EmbedFn, Explainer, SideMaps, XCosScore, gradients_enabled
 from xcos_lightning.explain.registry import register_explainer
 from xcos_lightning.models.backbone import GridHead
+from xcos_lightning.models.spec import input_size as model_input_size
 
 Size = int | tuple[int, int]
 
@@ -84,7 +85,8 @@ class GradCAM(Explainer):
         embed_fn: the embedding model (its forward must run ``target_layer``); eval mode.
         target_layer: module whose output ``(B, C, h, w)`` is explained; ``None``: the block of ``embed_fn``
             that outputs its last spatial map on a face of ``input_size`` (``default_target_layer``).
-        input_size: ``H`` or ``(H, W)`` of the faces, for finding the default layer (default 112).
+        input_size: ``H`` or ``(H, W)`` of the faces, for finding the default layer; ``None``: the model's declared
+            ``input_size`` (``models.spec.input_size``: 112 x 112 unless the model says otherwise).
         score: ``"cos"`` explains the embedding cosine to the fixed partner; ``"xcos"`` the xCos score of an
             xCos model (``XCosScore``: ``xcos(x, B)`` with B's grid fixed, ``xcos(A, x)`` for image B); give it
             the xCos threshold then.
@@ -92,7 +94,7 @@ class GradCAM(Explainer):
     """
 
     def __init__(self, embed_fn: EmbedFn, target_layer: nn.Module | None = None, threshold: float | None = None,
-                 *, input_size: Size = 112, score: str = "cos", **kwargs) -> None:
+                 *, input_size: Size | None = None, score: str = "cos", **kwargs) -> None:
         super().__init__(embed_fn, threshold, **kwargs)
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -103,7 +105,7 @@ class GradCAM(Explainer):
             if not isinstance(embed_fn, nn.Module):
                 raise ModelSpecError(f"Grad-CAM needs target_layer for a {type(embed_fn).__name__} embed_fn "
                                      "(layers are only found automatically in an nn.Module)")
-            target_layer = default_target_layer(embed_fn, input_size)
+            target_layer = default_target_layer(embed_fn, model_input_size(embed_fn) if input_size is None else input_size)
         self.target_layer = target_layer
         self._recording = False
         self._activation: Tensor | None = None
