@@ -42,6 +42,7 @@ from xcos_lightning.cli.benchmark import log as benchmark_log
 from xcos_lightning.cli.benchmark_report import (COLUMNS, IDENTIFICATION_COLUMNS, PLOTS, example_figures, figure_html,
                                                  html_table, json_safe, write_report)
 from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.cli.face_args import add_align_args, make_aligner
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import score_pair_set
@@ -51,7 +52,8 @@ from xcos_lightning.metrics.plots import line_plot
 from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults, ProtocolConfig, evaluate_pair_set,
                                               select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.models.device import prepare_for_device
+from xcos_lightning.models.spec import INPUT_SIZE, load_model
 
 FOLDS = 10
 WARMUP = 3
@@ -83,6 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model (default 20)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--json", action="store_true", help="print {SPEC: {metric: value}} as the last line")
+    add_align_args(parser)
     return parser
 
 
@@ -147,7 +150,7 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
     ``parameters``, ``xcos_head``, ``latency_ms_per_pair``, ``verify/<set>/acc_<cos|xcos>[_std]`` (in
     ``[0, 1]``; accuracy on ``sets``), ``faithfulness/threshold`` and ``explain/<method>/<metric>`` (on
     ``faith_set``); ``nan`` where a metric does not apply."""
-    model = load_model(spec).to(device).eval()
+    model = prepare_for_device(load_model(spec), device).eval()
     xcos = bool(getattr(model, "has_xcos", False))
     row: dict[str, float | bool] = {"parameters": float(sum(p.numel() for p in model.parameters())),
                                     "xcos_head": xcos}
@@ -249,8 +252,9 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     sets: dict[str, PairSet] = {}
-    for spec in dict.fromkeys(args.data):  # every set is checked before any model runs
-        pair_set = load_pair_set(spec)
+    aligner = make_aligner(args, INPUT_SIZE, device)  # one face size for every model compared: the template's
+    for spec in dict.fromkeys(args.data):  # every set is checked (and aligned) before any model runs
+        pair_set = load_pair_set(spec, aligner=aligner)
         if args.verify_pairs is not None:
             fewest = int(min(pair_set.labels.sum(), (~pair_set.labels).sum()))
             if not 1 <= args.verify_pairs <= fewest:
@@ -262,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         sets[spec] = pair_set
     # The faithfulness pairs come from the full first set, not from its --verify-pairs subset.
     first_spec = next(iter(sets))
-    faith_set = load_pair_set(first_spec) if args.verify_pairs is not None else sets[first_spec]
+    faith_set = load_pair_set(first_spec, aligner=aligner) if args.verify_pairs is not None else sets[first_spec]
     table, measured = {}, {}
     for n, spec in enumerate(dict.fromkeys(args.models), 1):
         log(f"model {n}/{len(args.models)}: {spec}")
