@@ -6,11 +6,7 @@ for the same settings (MTCNN's points move by ~1 px on average with the minimum 
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import os
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -19,8 +15,7 @@ import numpy as np
 import torch
 
 from xcos_lightning.errors import DataFormatError
-
-_IMPORT_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+from xcos_lightning.user_code import import_attribute, is_import_spec
 
 
 @dataclass(frozen=True)
@@ -161,19 +156,12 @@ def create_detector(spec: str, **options) -> Detector:
     """
     if spec in DETECTORS:
         return DETECTORS[spec](**options)
-    if _IMPORT_SPEC.fullmatch(spec):
+    if is_import_spec(spec):
         module_name, _, attr = spec.partition(":")
-        cwd = os.getcwd()
-        added = cwd not in sys.path
-        if added:  # user modules usually sit beside the command's working directory, as with ``python -m``
-            sys.path.insert(0, cwd)
         try:
-            fn = getattr(importlib.import_module(module_name), attr, None)
+            fn = import_attribute(spec)
         except Exception as exc:  # importing runs user code: any error means the SPEC is unusable
             raise DataFormatError(f"detector {spec!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from exc
-        finally:
-            if added:
-                sys.path.remove(cwd)
         if not callable(fn):
             raise DataFormatError(f"detector {spec!r}: module {module_name!r} has no function {attr!r}")
         return FunctionDetector(fn, spec)

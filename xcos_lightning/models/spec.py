@@ -1,10 +1,6 @@
 """Model SPECs shared by every command: a ``.ckpt`` of this framework, ``<format>:<path>`` or ``module:function``."""
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -12,10 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError
+from xcos_lightning.user_code import import_attribute, is_import_spec
 
-# ``package.module:function``: dotted Python identifiers, then one identifier (no path separators, so a
-# file path such as ``runs/x.ckpt`` or ``C:\\model.pt`` never matches).
-_IMPORT_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 INPUT_SIZE = (112, 112)  # (H, W) of the ArcFace template: what a model takes unless it declares ``input_size``
 OTHER_SIZE = (112, 96)  # the SphereFace-style crop: a second probe finds models whose output depends on the size
 # The --model help of every command (one string: the SPEC forms are listed once).
@@ -70,7 +64,7 @@ def load_model(spec: str) -> nn.Module:
         return load_pretrained(spec)
     if Path(spec).suffix == ".ckpt" or Path(spec).is_file():
         return load_xcos_checkpoint(spec)
-    if _IMPORT_SPEC.fullmatch(spec):
+    if is_import_spec(spec):
         return load_from_import(spec)
     raise ModelSpecError(f"cannot resolve model SPEC {spec!r}: expected a .ckpt file of this framework, "
                          f"<format>:<path> with format in {list_pretrained_formats()}, or package.module:function")
@@ -82,27 +76,19 @@ def load_from_import(spec: str) -> nn.Module:
     The function takes no arguments and returns an ``nn.Module`` or callable mapping RGB
     ``(B, 3, 112, 112)`` float in ``[0, 1]`` to embeddings ``(B, D)``; it normalises its own input (see
     CONTRIBUTING.md). A model made for another face size declares it as an attribute ``input_size = (H, W)``
-    (e.g. ``(112, 96)``); every command then crops or aligns faces to that size. Modules are imported from ``sys.path`` plus the current directory. The result is
-    checked once on a zero image (must give a ``(1, D)`` floating tensor). Importing runs the module's
+    (e.g. ``(112, 96)``); every command then crops or aligns faces to that size. Modules are imported from
+    ``sys.path`` plus the current directory. The result is checked once on a zero image (must give a ``(1, D)`` floating tensor). Importing runs the module's
     code: trusted code only. Every failure is a ``ModelSpecError`` naming the SPEC.
     """
     module_name, _, attr = spec.partition(":")
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:  # user modules usually sit beside the command's working directory, as with ``python -m``
-        sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
+        factory = import_attribute(spec)
     except Exception as exc:  # an import runs arbitrary code: any error means the SPEC is unusable
         from xcos_lightning.models.pretrained import list_pretrained_formats
 
         raise ModelSpecError(f"model SPEC {spec!r}: cannot import module {module_name!r} "
                              f"({type(exc).__name__}: {exc}); check the name and PYTHONPATH (or, for a "
                              f"weights file, use <format>:<path> with format in {list_pretrained_formats()})") from exc
-    finally:
-        if added:
-            sys.path.remove(cwd)
-    factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelSpecError(f"model SPEC {spec!r}: module {module_name!r} has no function {attr!r}")
     try:
