@@ -21,7 +21,8 @@ from xcos_lightning.module import XCosModule
 METHODS = ["xcos", "corrrise", "xssab", "gradcam", "random"]
 SMALL = dict(n_pairs=4, n_masks=8, steps=4, max_images=2)
 DELETION = ("deletion_genuine", "insertion_genuine", "deletion_impostor", "insertion_impostor")
-FLIPS = tuple(f"flip_{kind}_{group}" for group in ("match", "nonmatch") for kind in ("deletion", "insertion", "unflipped"))
+FLIPS = tuple(f"flip_{kind}_{group}" for group in ("match", "nonmatch")
+              for kind in ("deletion", "insertion", "unflipped"))
 
 
 def _data() -> SyntheticFacesDataModule:
@@ -51,8 +52,8 @@ def _spy_on_explanations(monkeypatch) -> list[dict]:
     seen = []
     update = MethodResults.update
 
-    def spy(self, explainer, embed_fn, batch):
-        explanation, values = update(self, explainer, embed_fn, batch)
+    def spy(self, explainer, embed_fn, batch, *args, **kwargs):
+        explanation, values = update(self, explainer, embed_fn, batch, *args, **kwargs)
         seen.append({"method": explanation.method, "inference": torch.is_inference_mode_enabled(),
                      "grad": torch.is_grad_enabled(), "mass": float(explanation.sim_a.sum() + explanation.dis_a.sum()),
                      "index": int(batch["index"][0])})

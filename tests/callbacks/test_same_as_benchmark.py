@@ -58,7 +58,7 @@ def test_monitor_and_benchmark_give_identical_values(tmp_path, monkeypatch, caps
 
     module.eval()
     monkeypatch.setattr(benchmark, "load_model", lambda spec: module.model)
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers())
     args = parser.parse_args(["benchmark", "--model", "m", "--data", "toy", "--methods", ",".join(METHODS),

@@ -220,7 +220,7 @@ def _png(seed: int, resample: int = Image.BILINEAR, size: int = 48) -> bytes:
 def _benchmark_parser(monkeypatch, pair_set: PairSet) -> argparse.ArgumentParser:
     """The ``explain.py`` parser with ``benchmark``, whose model is ``_TinyNet`` and whose data is ``pair_set``."""
     monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers(dest="command"))
     return parser
@@ -348,7 +348,7 @@ def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "out" / "identification_deletion.png").exists()
     # Identities come from folders: a set of encoded bytes cannot run the protocol.
     bytes_set = PairSet([p.read_bytes() for p in sources], folder_set.labels, "bytes", size=48)
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: bytes_set)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: bytes_set)
     assert benchmark.run(parser.parse_args(["benchmark", "--model", "tiny", "--data", "b", "--methods", "random",
                                             "--pairs", "4", "--protocols", "identification", "--device", "cpu"])) == 1
     assert "identity" in capsys.readouterr().err

@@ -62,10 +62,11 @@ def test_decisions_by_the_xcos_score(monkeypatch, capsys, tmp_path):
     sources = [png(s) for s in range(16)]
     pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=112).check()
     monkeypatch.setattr(benchmark, "load_model", lambda spec: model)
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["benchmark", "--model", "m", "--data", "toy", "--methods", "random,xcos,gradcam:score=xcos",
+    args = parser.parse_args(["benchmark", "--model", "m", "--data", "toy",
+                              "--methods", "random,xcos,gradcam:score=xcos",
                               "--pairs", "4", "--steps", "2", "--score", "xcos", "--protocols", "deletion,dpr",
                               "--device", "cpu", "--out", str(tmp_path / "out"), "--bootstrap", "0"])
     assert benchmark.run(args) == 0

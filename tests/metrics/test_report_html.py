@@ -118,7 +118,7 @@ def test_benchmark_report_renders_and_matches_results_json(tmp_path, monkeypatch
     sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
     pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
     monkeypatch.setattr(benchmark, "load_model", lambda spec: TinyNet().eval())
-    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec: pair_set)
+    monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers())
     out = tmp_path / "out"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -29,7 +28,8 @@ from xcos_lightning.callbacks.wandb_media import ShownPair, wandb_media
 from xcos_lightning.explain import Explainer, PairExplanation, fast_embedding, list_explainers
 from xcos_lightning.explain.perturbation import MaskingExplainer
 from xcos_lightning.explain.registry import build_explainer, explains_xcos, parse_method
-from xcos_lightning.metrics.protocols import ProtocolConfig, clean_scores, decision_threshold, run_protocols
+from xcos_lightning.metrics.protocols import (ProtocolConfig, clean_scores, decision_threshold, explanation_row,
+                                              run_protocols)
 from xcos_lightning.metrics.verification import _first_occurrence
 
 class ExplanationMonitor(L.Callback):
@@ -167,7 +167,7 @@ class ExplanationMonitor(L.Callback):
             explained.update(batch["index"].double())
             if trainer.is_global_zero and len(shown) < self.max_images:
                 pair = _shown_pair(model, batch["img_a"], batch["img_b"], batch["label"], batch["index"])
-                pair.explanations = {name: _to_cpu(e) for name, e in explanations.items()}
+                pair.explanations = {name: explanation_row(e, 0) for name, e in explanations.items()}
                 pair.values = {name: {k: float(v[0]) for k, v in vals.items()} for name, vals in values.items()}
                 shown.append(pair)
 
@@ -336,10 +336,3 @@ def _shown_pair(model: nn.Module, img_a: Tensor, img_b: Tensor, label: Tensor, i
     xcos = scores.get("xcos")
     return ShownPair(int(index), bool(label), img_a[0].cpu(), img_b[0].cpu(), float(scores["cos"]),
                      None if xcos is None else float(xcos))
-
-
-def _to_cpu(explanation: PairExplanation) -> PairExplanation:
-    """A copy of a one-pair explanation with every tensor on the CPU (figures are drawn there)."""
-    moved = {k: v.detach().cpu() for k, v in vars(explanation).items() if isinstance(v, Tensor)}
-    extras = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in explanation.extras.items()}
-    return replace(explanation, **moved, extras=extras)

@@ -252,7 +252,8 @@ def benchmark_report(out: Path, results: dict, settings: dict, comparison: dict,
     sections = [("Results", results_table_html(results))]
     sections += [(f"Difference from {baseline}", comparison_table_html(rows, baseline))
                  for baseline, rows in comparison.items()]
-    plots = [figure_html(out / f"{file}.png", title) for file, _, title, _, _ in PLOTS if (out / f"{file}.png").exists()]
+    plots = [figure_html(out / f"{file}.png", title) for file, _, title, _, _ in PLOTS
+             if (out / f"{file}.png").exists()]
     sections.append(("Curves", "\n".join(plots) or "<p>no curves</p>"))
     sections.append(("Example maps", example_figures(examples, settings["threshold"])))
     return write_report(out / "report.html", "explain.py benchmark", settings["summary"], sections)

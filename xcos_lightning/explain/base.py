@@ -197,8 +197,8 @@ class Explainer:
             return side_a, side_a.zeros_like(), score, {}
         return side_a, self._pair_side(img_b, img_a, emb_a, score), score, {}
 
-    def _explain_xcos(self, img_a: Tensor, img_b: Tensor,
-                      side: Callable[[Tensor, ArgumentsFn], SideMaps]) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
+    def _explain_xcos(self, img_a: Tensor, img_b: Tensor, side: Callable[[Tensor, ArgumentsFn], SideMaps]
+                      ) -> tuple[SideMaps, SideMaps, Tensor, dict[str, Any]]:
         """``_explain`` of a gradient method explaining the xCos score (``XCosScore``): ``side(x, arguments_fn)``
         gives the evidence of images ``x`` from the arguments of the score as a function of ``x``."""
         xcos = XCosScore(self.embed_fn)

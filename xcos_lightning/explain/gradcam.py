@@ -105,7 +105,8 @@ class GradCAM(Explainer):
             if not isinstance(embed_fn, nn.Module):
                 raise ModelSpecError(f"Grad-CAM needs target_layer for a {type(embed_fn).__name__} embed_fn "
                                      "(layers are only found automatically in an nn.Module)")
-            target_layer = default_target_layer(embed_fn, model_input_size(embed_fn) if input_size is None else input_size)
+            size = model_input_size(embed_fn) if input_size is None else input_size
+            target_layer = default_target_layer(embed_fn, size)
         self.target_layer = target_layer
         self._recording = False
         self._activation: Tensor | None = None

@@ -34,8 +34,9 @@ class Occlusion(MaskingExplainer):
         if not self.patch_sizes or min(self.patch_sizes) < 1 or stride < 1:
             raise ValueError(f"occlusion needs patch sizes >= 1 and stride >= 1, got {self.patch_sizes}, {stride}")
         if stride > max(self.patch_sizes):
-            raise ValueError(f"occlusion stride {stride} is larger than the largest patch ({max(self.patch_sizes)} px): "
-                             f"the pixels between patches would never be hidden; use stride <= {max(self.patch_sizes)}")
+            largest = max(self.patch_sizes)
+            raise ValueError(f"occlusion stride {stride} is larger than the largest patch ({largest} px): the pixels "
+                             f"between patches would never be hidden; use stride <= {largest}")
 
     def _make_masks(self, size: Size) -> MaskSet:
         return MaskSet("occlusion", None, occlusion_masks(size, self.patch_sizes, self.stride))

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchmetrics import Metric
 
-from xcos_lightning.datamodules.image_io import to_tensor
+from xcos_lightning.datamodules.image_io import as_hw, to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.metrics.faithfulness import (EmbedFn, Similarity, accepts, area_under_curve, cosine, fraction_grid,
@@ -41,18 +41,22 @@ from xcos_lightning.metrics.verification import _unique_rows
 PATCHES, PATCH_SIZE = 27, 16
 
 
-def patch_positions(pairs: int, size: int, patches: int = PATCHES, patch_size: int = PATCH_SIZE,
+def patch_positions(pairs: int, size: int | tuple[int, int], patches: int = PATCHES, patch_size: int = PATCH_SIZE,
                     seed: int = 0) -> np.ndarray:
-    """Top-left corners ``(pairs, patches, 2)`` int64 (row, column), uniform in ``[0, size - patch_size]``."""
-    if not 0 < patch_size <= size:
-        raise ValueError(f"patch_size {patch_size} must be in [1, image size {size}]")
+    """Top-left corners ``(pairs, patches, 2)`` int64 (row, column), uniform in ``[0, H - patch_size]`` x
+    ``[0, W - patch_size]`` for faces of ``size`` (``S`` or ``(H, W)``; a square size draws the same corners
+    as before non-square faces existed)."""
+    h, w = as_hw(size)
+    if not 0 < patch_size <= min(h, w):
+        raise ValueError(f"patch_size {patch_size} must be in [1, image size {h}x{w}]")
     rng = np.random.default_rng([seed, 0])
-    return rng.integers(0, size - patch_size + 1, size=(pairs, patches, 2), dtype=np.int64)
+    return rng.integers(0, np.array([h - patch_size + 1, w - patch_size + 1]), size=(pairs, patches, 2),
+                        dtype=np.int64)
 
 
-def patch_mask(positions: np.ndarray | Tensor, size: int, patch_size: int = PATCH_SIZE) -> Tensor:
-    """Bool ``(size, size)`` covering the patches at ``positions`` ``(P, 2)``."""
-    mask = torch.zeros(size, size, dtype=torch.bool)
+def patch_mask(positions: np.ndarray | Tensor, size: int | tuple[int, int], patch_size: int = PATCH_SIZE) -> Tensor:
+    """Bool ``(H, W)`` covering the patches at ``positions`` ``(P, 2)`` on a face of ``size`` (``S`` or ``(H, W)``)."""
+    mask = torch.zeros(*as_hw(size), dtype=torch.bool)
     for top, left in torch.as_tensor(positions).tolist():
         mask[top:top + patch_size, left:left + patch_size] = True
     return mask
@@ -98,7 +102,7 @@ def choose_donors(pair_set: PairSet, identities: np.ndarray | None = None, seed:
 
 class PatchedPairSet(Dataset):
     """Patch-LFW-style view of ``base``: items ``{"img_a": patched A, "img_a_clean": original A, "img_b",
-    "patch_mask": bool (size, size), "donor": image index, "label", "index"}`` (images as ``PairSet``).
+    "patch_mask": bool (H, W), "donor": image index, "label", "index"}`` (images as ``PairSet``).
 
     ``positions`` ``(N, P, 2)`` and ``donors`` ``(N,)`` fix the patches; ``make_patched_set`` draws them.
     """
@@ -112,7 +116,7 @@ class PatchedPairSet(Dataset):
         return len(self.base)
 
     def mask(self, i: int) -> Tensor:
-        """Bool ``(size, size)``: the pixels of pair ``i``'s image A that the patches cover."""
+        """Bool ``(H, W)``: the pixels of pair ``i``'s image A that the patches cover."""
         return patch_mask(self.positions[i], self.base.size, self.patch_size)
 
     def __getitem__(self, i: int) -> dict:

@@ -327,12 +327,14 @@ def run_protocols(explainers: Mapping[str, Explainer], embed_fn: EmbedFn, batche
                   threshold: float, config: ProtocolConfig = ProtocolConfig(), *,
                   device: torch.device | str = "cpu", identification: IdentificationData | None = None,
                   max_seconds: float | None = None, on_batch: BatchHook | None = None,
-                  log: Callable[[str], None] | None = None, similarity: Similarity = cosine) -> dict[str, MethodResults]:
+                  log: Callable[[str], None] | None = None,
+                  similarity: Similarity = cosine) -> dict[str, MethodResults]:
     """Every protocol of ``config`` for every explainer, on the pairs of ``batches``; ``{name: MethodResults}``.
 
     ``explainers``: ``{row name: explainer}`` (e.g. from ``build_explainer``); ``embed_fn``: the verifier of
     every perturbed image ((B, 3, H, W) in [0, 1] -> (B, D), e.g. ``fast_embedding(model)``), decisions
-    ``cos > threshold`` (``similarity``: another score of ``embed_fn``'s representations, ``verifier``). ``batches``: dicts with ``img_a``, ``img_b`` ``(B, 3, H, W)`` in [0, 1], ``label`` bool
+    ``cos > threshold`` (``similarity``: another score of ``embed_fn``'s representations, ``verifier``).
+    ``batches``: dicts with ``img_a``, ``img_b`` ``(B, 3, H, W)`` in [0, 1], ``label`` bool
     ``(B,)`` (True = genuine), ``index`` long ``(B,)`` (the pairs' data-set indices: seeds, and DDP
     deduplication) and, for ``dpr``, ``patched_a`` (image A with the Patch-LFW patches); moved to ``device``.
     Pairs are taken batch by batch, each explained by every method in turn. ``identification``: the probe /
@@ -499,7 +501,8 @@ def evaluate_pair_set(model: nn.Module, pair_set: PairSet, methods: Sequence[str
                              "xCos head")
     source = "EER threshold of the selected clean pairs"
     if threshold is not None:
-        thresholds[decide], source = float(threshold), f"given; the EER threshold of these pairs is {thresholds[decide]:.4f}"
+        eer_threshold = thresholds[decide]
+        thresholds[decide], source = float(threshold), f"given; the EER threshold of these pairs is {eer_threshold:.4f}"
     accuracy = float((accepts(torch.cat(scores[decide]), thresholds[decide]) == label).double().mean())
     fills = config.fills
     summary = (f"{pairs} genuine + {pairs} impostor pairs of {pair_set.name} (seed {config.seed}); decisions by the "
