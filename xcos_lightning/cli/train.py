@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import re  # noqa: E402
+from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
 from lightning.fabric.utilities.cloud_io import get_filesystem  # noqa: E402
@@ -61,6 +62,13 @@ def _yaml_to_dict(text: str) -> dict:
 
 
 class XCosCLI(LightningCLI):
+    """LightningCLI whose configs are read in omegaconf+ mode: an interpolation such as ``${....default_root_dir}``
+    resolves after every ``--config`` file and command-line value are merged, so an experiment writes its run
+    folder once and ``--trainer.default_root_dir`` moves the logger's and the checkpoints' folders with it."""
+
+    def __init__(self, *args: Any, parser_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, parser_kwargs={"parser_mode": "omegaconf+", **(parser_kwargs or {})}, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         # The number of training identities is a property of the data, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -114,12 +122,7 @@ def _refuse_foreign_imports(value: object, ckpt_path: str, trusted: set[str], wh
 
 def run(args: list[str] | None = None) -> None:
     """Run the LightningCLI (``fit``, ``validate``, ``test``, ...) on ``args`` (default ``sys.argv[1:]``);
-    errors propagate.
-
-    Configs are read in omegaconf+ mode: an interpolation such as ``${....default_root_dir}`` resolves after
-    every ``--config`` file and command-line value are merged, so an experiment writes its run folder once
-    and ``--trainer.default_root_dir`` moves the logger's and the checkpoints' folders with it.
-    """
+    errors propagate."""
     failed = True
     try:
         XCosCLI(
@@ -130,7 +133,6 @@ def run(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
             auto_configure_optimizers=False,
-            parser_kwargs={"parser_mode": "omegaconf+"},
         )
         failed = False
     finally:
