@@ -46,7 +46,7 @@ from xcos_lightning.explain.base import SCORES, Explainer, PairExplanation, XCos
 from xcos_lightning.explain.inference import fast_embedding, inference_copy
 from xcos_lightning.explain.registry import build_explainer, explains_xcos, parse_method
 from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric, EmbedFn, Similarity, accepts, cosine,
-                                                 pair_perturbation_scores, tie_seeds)
+                                                 fraction_grid, pair_perturbation_scores, tie_seeds)
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
                                                    identification_correct, probe_maps, top_k_gallery)
@@ -193,8 +193,7 @@ class MethodResults:
             if fill == c.fills[0]:
                 for step, scores in (("deletion", deletion), ("insertion", insertion)):
                     correct = accepts(scores, self.threshold) == labels.to(scores.device)[:, None, None]
-                    values[step] = 100 * torch.trapezoid(correct.double().mean(1).cpu(),
-                                                         torch.arange(c.steps + 1, dtype=torch.float64) / c.steps)
+                    values[step] = 100 * torch.trapezoid(correct.double().mean(1).cpu(), fraction_grid(c.steps))
         if self.flips is not None:
             flips = flip_fractions(embed_fn, img_a, img_b, *expl.order_keys("a"), self.threshold, c.steps, True,
                                    forward, seeds=seeds, similarity=similarity)
