@@ -153,3 +153,30 @@ def test_benchmark_report_renders_and_matches_results_json(tmp_path, monkeypatch
         compared += 1
     table_cells = [a for a, _ in parsed.cells if "data-baseline" not in a]
     assert len(table_cells) >= 3 * 12 and compared > len(table_cells)  # results and the comparison with random
+
+
+def test_compare_report_renders_and_matches_its_table(tmp_path):
+    from xcos_lightning.cli.compare import _cell, write_report_html
+    from xcos_lightning.metrics.protocols import ProtocolConfig, evaluate_pair_set
+
+    faces = [_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
+    pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
+    measured = evaluate_pair_set(TinyNet().eval(), pair_set, ["random", "gradcam"],
+                                 ProtocolConfig(steps=4, protocols=("deletion", "dpr")), pairs=2, examples=1)
+    table = {"m1": {"parameters": 1234.0, "xcos_head": False, "latency_ms_per_pair": 1.5,
+                    "faithfulness/threshold": measured.info["threshold"],
+                    **{f"explain/{m}/{k}": v for m, row in measured.metrics.items() for k, v in row.items()
+                       if k in ("deletion_genuine", "dpr_fmr_auc")}}}
+    out = tmp_path / "cmp"
+    out.mkdir()
+    page = write_report_html(out, table, {"m1": measured}, {"summary": "toy"})
+    dom, _ = render(page, tmp_path / "profile")
+    parsed = Cells()
+    parsed.feed(dom)
+    probe = json.loads(parsed.probe)
+    # 4 curves (deletion/insertion x 2 groups) + 2 DPR curves, 1 genuine + 1 impostor example.
+    assert probe["images"] == 8 and probe["broken"] == [] and probe["errors"] == []
+    shown = {(a["data-model"], a["data-metric"]): text for a, text in parsed.cells}
+    assert shown == {("m1", metric): _cell(metric, table["m1"]) for metric in table["m1"]}
