@@ -43,7 +43,8 @@ def sklearn_eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     diff = fpr - (1 - tpr)
     j = int(np.argmax(diff >= 0))
     w = -diff[j - 1] / (diff[j] - diff[j - 1])
-    return float(fpr[j - 1] + w * (fpr[j] - fpr[j - 1])), float(thresholds[j - 1] + w * (thresholds[j] - thresholds[j - 1]))
+    eer = fpr[j - 1] + w * (fpr[j] - fpr[j - 1])
+    return float(eer), float(thresholds[j - 1] + w * (thresholds[j] - thresholds[j - 1]))
 
 
 def sklearn_tar_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> float:

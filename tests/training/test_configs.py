@@ -30,7 +30,8 @@ def _differences(before, now, where: str = "") -> list[str]:
     """Every place where ``now`` does not hold ``before``'s value (extra keys in ``now`` are allowed)."""
     if isinstance(before, dict) and isinstance(now, dict):
         return [d for key, value in before.items()
-                for d in (_differences(value, now[key], f"{where}.{key}") if key in now else [f"{where}.{key} missing"])]
+                for d in (_differences(value, now[key], f"{where}.{key}") if key in now
+                          else [f"{where}.{key} missing"])]
     if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
         return [d for i, (b, n) in enumerate(zip(before, now)) for d in _differences(b, n, f"{where}[{i}]")]
     return [] if before == now else [f"{where}: {before!r} -> {now!r}"]
@@ -44,7 +45,8 @@ def test_the_differences_helper_sees_changes():
                                              "max_epochs": 8}}) == [
         ".trainer.callbacks[0].init_args.dirpath: 'runs/a/checkpoints' -> 'runs/b/checkpoints'"]
     assert _differences(before, {"trainer": {"callbacks": [], "max_epochs": 8}}) != []
-    assert _differences(before, {"trainer": {"callbacks": before["trainer"]["callbacks"]}}) == [".trainer.max_epochs missing"]
+    assert _differences(before, {"trainer": {"callbacks": before["trainer"]["callbacks"]}}) == [
+        ".trainer.max_epochs missing"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -71,4 +73,5 @@ def test_a_command_line_run_folder_moves_logger_and_checkpoints(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     trainer = yaml.safe_load(proc.stdout)["trainer"]
     assert trainer["logger"]["init_args"]["save_dir"] == str(tmp_path / "elsewhere")
-    assert [cb["init_args"].get("dirpath") for cb in trainer["callbacks"][:2]] == [str(tmp_path / "elsewhere/checkpoints")] * 2
+    dirpaths = [cb["init_args"].get("dirpath") for cb in trainer["callbacks"][:2]]
+    assert dirpaths == [str(tmp_path / "elsewhere/checkpoints")] * 2
