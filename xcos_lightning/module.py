@@ -47,12 +47,14 @@ class XCosModule(L.LightningModule):
         lr, momentum, weight_decay, milestones, gamma: SGD for backbone and head; no weight decay on
             BatchNorm/PReLU/bias; lr multiplied by ``gamma`` at each epoch in ``milestones``.
         attention_lr, attention_step, attention_gamma: Adam for the attention with StepLR (paper 8, 0.99).
-        nonfinite: what a NaN/inf loss or gradient does. ``"raise"`` stops the run with FloatingPointError
-            before the weights change (the last checkpoint stays the last good one); ``"skip"`` leaves the
-            weights and optimizer state of that step untouched, goes on, and logs the running count as
-            ``train/skipped_nonfinite`` (kept in checkpoints). The step still counts in ``global_step``.
-            Under AMP with a GradScaler (``16-mixed``) inf gradients are the scaler's business: it skips
-            those steps and lowers its scale, so only the loss is checked. All DDP ranks decide together.
+        nonfinite: what a NaN/inf loss or gradient does. Either way the faulty step leaves the weights and
+            optimizer state untouched (and, for a non-finite loss, the BatchNorm statistics), decided on the
+            device without a host sync; it still counts in ``global_step``. ``"raise"`` then stops the run
+            with FloatingPointError naming the step at the next logging step or before the next checkpoint,
+            whichever is first (so the last checkpoint stays the last good one); ``"skip"`` goes on and logs
+            the running count as ``train/skipped_nonfinite`` (kept in checkpoints). Under AMP with a
+            GradScaler (``16-mixed``) inf gradients are the scaler's business: it skips those steps and
+            lowers its scale, so only the loss is checked. All DDP ranks decide together.
         channels_last: memory format of the model (and teacher) and of the images entering it: ``"auto"`` =
             channels-last on CUDA, contiguous elsewhere; ``true``/``false`` force it (``models.device``).
         compile: ``torch.compile`` the trunk (``true``: inductor; a string names the backend, e.g. ``eager``);
@@ -95,15 +97,24 @@ class XCosModule(L.LightningModule):
         self.val_metrics = nn.ModuleDict()
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}: choose 'raise' or 'skip'")
-        self.skipped_nonfinite = 0
         # Training images replaced because unreadable (FaceDataModule skip_bad_records), summed over ranks.
         self.register_buffer("skipped_bad_records", torch.zeros((), dtype=torch.long), persistent=False)
+        # The non-finite guard's device-side record (no host sync per step): steps skipped, the first faulty
+        # step (-1: none) and its kind (1 loss, 2 gradient), the step counter they refer to.
+        self.register_buffer("_skipped", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("_first_fault", torch.full((2,), -1, dtype=torch.long), persistent=False)
+        self.register_buffer("_guard_step", torch.zeros((), dtype=torch.long), persistent=False)
+        self._window: dict[str, Tensor] | None = None  # this optimizer step's micro-batches so far
+        self._snapshot: list[Tensor] = []  # the model's buffers before the step (storage kept between steps)
+        self._shard_sq: Tensor | None = None  # a sharded head's all-rank squared gradient norm, for clipping
+        self._labels_checked = False
 
     # ------------------------------------------------------------ input checks
     def check_batch(self, batch: dict[str, Tensor], labels: Tensor | None = None) -> None:
-        """Refuse images that are not float RGB ``(B, 3, H, W)`` and identity ``labels`` outside
-        ``[0, num_classes)``, naming the value: on a GPU an out-of-range label is a device-side assert that
-        kills the process without saying which."""
+        """Refuse images that are not float RGB ``(B, 3, H, W)`` (shapes only: no host sync) and, if given,
+        identity ``labels`` outside ``[0, num_classes)``, naming the value: on a GPU an out-of-range label is a
+        device-side assert that kills the process without saying which. Training checks labels once (see
+        ``setup``), not per batch."""
         for key in ("img_a", "img_b"):
             img = batch[key]
             if not (img.ndim == 4 and img.shape[1] == 3 and img.is_floating_point()):
@@ -118,47 +129,94 @@ class XCosModule(L.LightningModule):
                     "of the margin head; the data module's num_classes must count every identity its labels use")
 
     # ---------------------------------------------------------- numeric faults
-    def _nonfinite(self, bad: bool) -> bool:
-        # One rank alone skipping or raising would leave the others waiting in the gradient all-reduce.
-        return bool(self.trainer.strategy.reduce_boolean_decision(bad, all=False))
+    # One decision per optimizer step, on the device: ``on_before_optimizer_step`` reduces a single vector
+    # (loss and gradient faults, the sharded head's squared gradient norm, replaced-record counts) over the
+    # ranks, puts the model's buffers back and has the fused optimizers skip the update (``found_inf``, the
+    # GradScaler protocol of torch.optim) where it is faulty. The host reads the record only where it syncs
+    # anyway: at logging steps, before a checkpoint and at the end of training.
+    def _scaler(self):
+        return getattr(self.trainer.precision_plugin, "scaler", None)
 
-    def _gradient_check_applies(self) -> bool:
-        return getattr(self.trainer.precision_plugin, "scaler", None) is None
+    @property
+    def skipped_nonfinite(self) -> int:
+        """Training steps skipped for a non-finite loss or gradient so far (a host sync)."""
+        return int(self._skipped)
+
+    def on_train_start(self) -> None:
+        self._guard_step.fill_(self.global_step)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._window is None:  # the first micro-batch of an optimizer step: remember the buffers
+            buffers = [b for b in self.model.buffers()]
+            if len(self._snapshot) != len(buffers):
+                self._snapshot = [b.detach().clone() for b in buffers]
+            else:
+                for saved, b in zip(self._snapshot, buffers):
+                    saved.copy_(b)
+            self._window = {"bad_loss": torch.zeros((), dtype=torch.bool, device=self.device),
+                            "bad_records": torch.zeros((), device=self.device)}
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """After backward (gradients all-reduced, AMP-unscaled), before clipping and the update."""
-        if not self._gradient_check_applies():
-            return
+        window, self._window = self._window, None
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
+        # Under a GradScaler (16-mixed) inf gradients are the scaler's business: it skips those steps itself.
+        bad_grad = torch.zeros((), dtype=torch.bool, device=self.device)
+        if self._scaler() is None and grads:
+            bad_grad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
+        shard_sq = torch.zeros((), device=self.device)
+        sharded = isinstance(self.head, PartialFC) and self.head.world_size > 1
+        if sharded:
+            shard = [p.grad for p in self.head.parameters() if p.grad is not None]
+            shard_sq = torch.nn.utils.get_total_norm(shard).float() ** 2 if shard else shard_sq
+        decision = torch.stack([window["bad_loss"].float(), bad_grad.float(), shard_sq, window["bad_records"]])
+        if self.trainer.world_size > 1:
+            # The one collective of the guard: one rank alone skipping would desynchronise the replicas.
+            torch.distributed.all_reduce(decision)
+        bad = (decision[0] + decision[1]) > 0
+        self._shard_sq = decision[2] if sharded else None
+        self.skipped_bad_records += decision[3].long()
+        self._guard_step += 1
+        kind = torch.where(decision[0] > 0, 1, 2)
+        first = bad & (self._first_fault[0] < 0)
+        self._first_fault.copy_(torch.where(first, torch.stack([self._guard_step - 1, kind]), self._first_fault))
+        self._skipped += bad.long()
+        bad_forward = decision[0] > 0  # a non-finite forward also wrote NaN into BatchNorm statistics
+        for b, saved in zip(self.model.buffers(), self._snapshot):
+            b.copy_(torch.where(bad_forward, saved, b))
+        found_inf = None if self._scaler() is not None else bad.float()
+        for inner in getattr(optimizer, "optimizers", [optimizer]):
+            inner.found_inf = found_inf
+
+    def _raise_on_fault(self) -> None:
+        """``nonfinite=raise``: stop with the first faulty step (one host sync; called where the host syncs)."""
+        if self.hparams.nonfinite != "raise":
             return
-        peak = torch.stack([g.detach().abs().amax().float() for g in grads]).amax()
-        if not self._nonfinite(not bool(torch.isfinite(peak))):
+        step, kind = self._first_fault.tolist()
+        if step < 0:
             return
-        if self.hparams.nonfinite == "raise":
-            names = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-            raise FloatingPointError(
-                f"non-finite gradient at global step {self.global_step} in {len(names)} parameters (first: "
-                f"{names[0] if names else '?'}) although the loss was finite; the weights were not updated. "
-                "Lower the learning rate, enable gradient clipping, or set model.nonfinite=skip")
-        for p in self.parameters():
-            p.grad = None  # SGD and Adam leave parameters without gradient (and their state) untouched
-        self.skipped_nonfinite += 1
+        what = "training loss" if kind == 1 else "gradient (the loss was finite)"
+        raise FloatingPointError(
+            f"non-finite {what} at global step {step} on this or another rank; that step changed no weight, "
+            "BatchNorm statistic or optimizer state, and no checkpoint was written after it (checked every "
+            f"log_every_n_steps={self.trainer.log_every_n_steps} steps and before each save). Lower the learning "
+            "rate, enable gradient clipping, or set model.nonfinite=skip")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         for group in self.optimizers().param_groups:
             self.log(f"train/lr/{group['name']}", group["lr"], on_step=True, on_epoch=False)
         if self.hparams.nonfinite == "skip":
-            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True, on_epoch=False)
+            self.log("train/skipped_nonfinite", self._skipped.float(), on_step=True, on_epoch=False)
+        if "skipped_bad" in batch:
+            self.log("train/skipped_bad_records", self.skipped_bad_records.float(), on_step=True, on_epoch=False)
+        if self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            self._raise_on_fault()
 
-    def _count_bad_records(self, batch: dict[str, Tensor]) -> None:
-        if "skipped_bad" not in batch:
-            return
-        # Every rank adds the same all-reduced total, so the counter (and the checkpoint of rank 0) is global.
-        self.skipped_bad_records += self.trainer.strategy.reduce(batch["skipped_bad"].sum(), reduce_op="sum").long()
-        self.log("train/skipped_bad_records", self.skipped_bad_records.float(), on_step=True, on_epoch=False)
+    def on_train_end(self) -> None:
+        self._raise_on_fault()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._raise_on_fault()  # a checkpoint is never written after a faulty step in raise mode
         checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
         checkpoint["skipped_bad_records"] = int(self.skipped_bad_records)
         # Every rank saves (rank 0 writes): the head's momentum is gathered to the full (C, D) like its weight.
@@ -178,18 +236,17 @@ class XCosModule(L.LightningModule):
         # Called before the weights and optimizer states are restored: keep this rank's rows of the momentum
         # (the weight's own state-dict loading keeps its rows).
         self._map_head_optimizer_state(checkpoint, self.head.shard_rows if isinstance(self.head, PartialFC) else None)
-        self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
+        self._skipped.fill_(int(checkpoint.get("skipped_nonfinite", 0)))
         self.skipped_bad_records.fill_(int(checkpoint.get("skipped_bad_records", 0)))
 
     # ----------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         img_a, img_b = batch["img_a"], batch["img_b"]
         labels = torch.cat([batch["label_a"], batch["label_b"]])
-        self.check_batch(batch, labels)
-        self._count_bad_records(batch)
-        # A non-finite forward also writes NaN into BatchNorm running statistics; they are put back with the
-        # step. Copying them costs far less than the forward (a few thousand numbers per BatchNorm).
-        buffers = [b.detach().clone() for b in self.model.buffers()]
+        self.check_batch(batch, None if self._labels_checked else labels)
+        self._labels_checked = True
+        if "skipped_bad" in batch:
+            self._window["bad_records"] += batch["skipped_bad"].sum()
         grids = self.model.grid(torch.cat([img_a, img_b]))
         emb = grid_embedding(grids)
         ce, id_acc = self.head.loss(emb, labels)
@@ -201,16 +258,7 @@ class XCosModule(L.LightningModule):
             mse = F.mse_loss(xcos.float(), target.float())
             loss = self.hparams.lambda_ce * ce + (1 - self.hparams.lambda_ce) * mse
             logs["train/mse"] = mse
-        if self._nonfinite(not bool(torch.isfinite(loss))):
-            for b, saved in zip(self.model.buffers(), buffers):
-                b.copy_(saved)
-            if self.hparams.nonfinite == "raise":
-                raise FloatingPointError(
-                    f"non-finite training loss {loss.item()} at global step {self.global_step} (ce={ce.item()}) "
-                    "on this or another rank; the weights were not updated. Lower the learning rate, enable "
-                    "gradient clipping, or set model.nonfinite=skip")
-            self.skipped_nonfinite += 1
-            return None  # Lightning then skips backward and the update of this step
+        self._window["bad_loss"] |= ~torch.isfinite(loss)
         self.log_dict(logs, batch_size=img_a.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=img_a.shape[0])
         return loss
@@ -230,20 +278,23 @@ class XCosModule(L.LightningModule):
                 # BatchNorm/PReLU weights and biases are 1-d: weight decay would only shrink them.
                 (no_decay if p.ndim <= 1 else decay).append(p)
         # Group names label the logged rates: train/lr/weights, train/lr/norms_biases, train/lr/attention.
+        # Fused: one kernel per step, and the guard can skip the update on the device (found_inf).
         sgd = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay, "name": "weights"},
                                {"params": no_decay, "weight_decay": 0.0, "name": "norms_biases"}],
-                              lr=hp.lr, momentum=hp.momentum)
+                              lr=hp.lr, momentum=hp.momentum, fused=True)
         milestones = sorted(hp.milestones or [])
         factors = [lambda epoch: hp.gamma ** sum(epoch >= m for m in milestones)] * 2
         optimizers = [sgd]
         if sharded:  # its own optimizer: its state is sharded like the centres (see on_save_checkpoint)
             optimizers.append(torch.optim.SGD([{"params": self.head.parameters(), "weight_decay": hp.weight_decay,
-                                                "name": "head"}], lr=hp.lr, momentum=hp.momentum))
+                                                "name": "head"}], lr=hp.lr, momentum=hp.momentum, fused=True))
             factors.append(factors[0])
         if self.model.has_xcos:
             optimizers.append(torch.optim.Adam([{"params": self.model.attention.parameters(), "name": "attention"}],
-                                               lr=hp.attention_lr))
+                                               lr=hp.attention_lr, fused=True))
             factors.append(lambda epoch: hp.attention_gamma ** (epoch // hp.attention_step))
+        for opt in optimizers:
+            _zero_momentum(opt)
         optimizer = JointOptimizer(optimizers)
         # One scheduler, one factor per parameter group: MultiStep for SGD, StepLR for the attention.
         return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factors)}
@@ -257,10 +308,9 @@ class XCosModule(L.LightningModule):
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         head = {id(p) for p in self.head.parameters()}
-        shard = torch.nn.utils.get_total_norm([p.grad for p in params if id(p) in head]) ** 2
-        torch.distributed.all_reduce(shard, group=self.head.group)
-        replicated = torch.nn.utils.get_total_norm([p.grad for p in params if id(p) not in head]) ** 2
-        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, (shard + replicated).sqrt())
+        # The head's all-rank squared norm came with the guard's all-reduce (on_before_optimizer_step).
+        replicated = torch.nn.utils.get_total_norm([p.grad for p in params if id(p) not in head]).float() ** 2
+        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, (self._shard_sq + replicated).sqrt())
 
     def configure_model(self) -> None:
         """Memory format (``channels_last``) and compilation (``compile``) for the Trainer's device."""
@@ -280,11 +330,25 @@ class XCosModule(L.LightningModule):
             # average their gradients. torch has no public argument for this; the documented helper is it.
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 self, [f"head.{name}" for name, _ in self.head.named_parameters()])
+        if stage == "fit":
+            self._check_label_range()
         names = getattr(self.trainer.datamodule, "val_set_names", None) or ["val"]
         kinds = ["cos", "xcos"] if self.model.has_xcos else ["cos"]
         for name in names:
             if name not in self.val_metrics:
                 self.val_metrics[name] = nn.ModuleDict({k: VerificationMetric() for k in kinds})
+
+    def _check_label_range(self) -> None:
+        """Training labels against the head, once: a data module's ``num_classes`` counts the identities its
+        labels use (``.rec`` labels are checked against ``property`` when it sets up). Without one, the first
+        training batch is checked instead."""
+        classes = getattr(self.trainer.datamodule, "num_classes", None)
+        self._labels_checked = classes is not None
+        if classes is not None and int(classes) > self.hparams.num_classes:
+            raise DataFormatError(
+                f"training label {int(classes) - 1} is outside [0, num_classes={self.hparams.num_classes}) of the "
+                f"margin head: the data module has {int(classes)} identities; the model's num_classes must count "
+                "every identity its labels use")
 
     def _set_name(self, dataloader_idx: int) -> str:
         return list(self.val_metrics.keys())[dataloader_idx]
@@ -308,6 +372,17 @@ class XCosModule(L.LightningModule):
 
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
+
+
+def _zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Start SGD momentum at zero (the same first update as torch's ``buf = grad``): a fused step skipped
+    on the device at step 0 would otherwise leave the buffers it allocated uninitialized."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def _from_cli() -> bool:
