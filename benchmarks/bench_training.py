@@ -24,7 +24,8 @@ ArcFace-only. ``--profile`` adds one Lightning xCos fit under Lightning's ``Simp
 per hook and step phase), to show where the overhead goes.
 
     .venv/bin/python benchmarks/bench_training.py [--trunk mobilefacenet] [--width 0.5] [--pairs 32] \
-        [--steps 16] [--warmup 3] [--rounds 3] [--threads 1] [--teacher self] [--profile]
+        [--steps 16] [--warmup 3] [--rounds 3] [--threads 1] [--teacher self] [--profile] \
+        [--baseline OLD_module.py] [--only-lightning-xcos]
 
 Full run (about 6-7 min on the busy 2-core CPU, ~1.8 s per step of 64 images on one thread):
 
@@ -33,6 +34,7 @@ Full run (about 6-7 min on the busy 2-core CPU, ~1.8 s per step of 64 images on 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import statistics
@@ -65,10 +67,18 @@ def since(start: Clock, end: Clock) -> Clock:
     return end[0] - start[0], end[1] - start[1]
 
 
-def make_module(args: argparse.Namespace, xcos: bool) -> XCosModule:
+def make_module(args: argparse.Namespace, xcos: bool, cls: type = XCosModule) -> XCosModule:
     torch.manual_seed(0)  # every variant and round starts from the same weights
     backbone = create_backbone(args.trunk, grid_channels=32, **trunk_kwargs(args.trunk, args.width))
-    return XCosModule(backbone, num_classes=args.classes, xcos=xcos, teacher=args.teacher)
+    return cls(backbone, num_classes=args.classes, xcos=xcos, teacher=args.teacher)
+
+
+def load_baseline(path: str) -> type:
+    """``XCosModule`` of another version of ``module.py`` (e.g. ``git show REV:xcos_lightning/module.py``)."""
+    spec = importlib.util.spec_from_file_location("baseline_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.XCosModule
 
 
 def make_loader(args: argparse.Namespace) -> DataLoader:
@@ -168,6 +178,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every variant")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="one more Lightning xCos fit under SimpleProfiler")
+    parser.add_argument("--baseline", help="another module.py: its XCosModule joins the rounds as 'baseline xcos'")
+    parser.add_argument("--only-lightning-xcos", action="store_true", help="leave out the plain and ArcFace variants")
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
@@ -183,6 +195,11 @@ def main() -> None:
         "plain xcos": lambda: (run_plain(make_module(args, True), loader, args), None),
         "lightning arcface": lambda: run_lightning(make_module(args, False), loader, args),
     }
+    if args.only_lightning_xcos:
+        variants = {"lightning xcos": variants["lightning xcos"]}
+    if args.baseline:
+        baseline = load_baseline(args.baseline)
+        variants["baseline xcos"] = lambda: run_lightning(make_module(args, True, baseline), loader, args)
     print(f"trunk {args.trunk} {trunk_kwargs(args.trunk, args.width)} + grid head 32x7x7, {args.pairs} pairs = "
           f"{images} images of 112x112 per step, {args.classes} classes, teacher {args.teacher}, fp32, clip "
           f"{args.clip or 'off'}; {args.warmup} warm-up + {args.steps} timed steps; torch {torch.__version__}, "
@@ -223,6 +240,11 @@ def main() -> None:
               f"| {1000 * cpu[name] / images:.1f} | {peak[name]:.0f} | {statistics.median(growth[name]):+.0f} "
               f"| {fit_outside} |")
     light, plain, arc = "lightning xcos", "plain xcos", "lightning arcface"
+    if args.baseline:
+        print(f"\nthis module / baseline images/s: {wall['baseline xcos'] / wall[light]:.3f} (wall), "
+              f"{cpu['baseline xcos'] / cpu[light]:.3f} (CPU); target >= 1")
+    if args.only_lightning_xcos:
+        return
     print(f"\nLightning / plain images/s: {wall[plain] / wall[light]:.3f} (wall), {cpu[plain] / cpu[light]:.3f} (CPU); "
           "target >= 0.95")
     print(f"xCos vs ArcFace-only per image (Lightning): {100 * (wall[light] / wall[arc] - 1):+.1f} % (wall), "
