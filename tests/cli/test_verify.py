@@ -193,3 +193,19 @@ def test_align_detects_once_then_reads_the_cache(shared_dir, tmp_path, mobilefac
 def load_sources(spec: str):
     from xcos_lightning.datamodules.pairs_file import load_pair_set
     return load_pair_set(spec).sources
+
+
+def test_xcos_scores_from_distinct_grids_equal_pair_by_pair(shared_dir):
+    """The xCos path of score_pair_set computes each distinct image's grid once; the scores equal the model's
+    own pair_scores run pair by pair (the images repeat across pairs, as in LFW)."""
+    torch.manual_seed(0)
+    model = XCosModule(GridBackbone("tiny", grid_channels=8), num_classes=5).model.eval()
+    pairs = kz_pairs(shared_dir)
+    pairs.sources[3] = pairs.sources[0]  # a repeated image: scored once, used twice
+    scores = score_pair_set(model, pairs, batch_size=3, progress=False)
+    with torch.no_grad():
+        for i in range(len(pairs)):
+            item = pairs[i]
+            direct = pair_scores(model, item["img_a"][None], item["img_b"][None])
+            for kind in ("cos", "xcos"):
+                assert float(scores[kind][i]) == pytest.approx(float(direct[kind][0]), abs=1e-5)
