@@ -54,9 +54,9 @@ from xcos_lightning.align.transform import scale_of
 from xcos_lightning.cli.face_args import add_align_args, make_aligner
 from xcos_lightning.datamodules.image_io import as_hw, crop_box, open_image, prepare, to_tensor
 from xcos_lightning.errors import DataFormatError, ModelSpecError
-from xcos_lightning.explain.base import Explainer, PairExplanation
+from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
-from xcos_lightning.explain.registry import create_explainer, list_explainers
+from xcos_lightning.explain.registry import build_explainer, list_explainers
 from xcos_lightning.models.device import prepare_for_device
 from xcos_lightning.models.spec import input_size, load_model
 
@@ -179,13 +179,10 @@ def parse_faces(text: str | None) -> tuple[int | None, int | None]:
     return (values[0], values[-1])
 
 
-def build_explainer(name: str, model: nn.Module, args: argparse.Namespace) -> Explainer:
-    if name == "xcos":
-        threshold = args.threshold if args.xcos_threshold is None else args.xcos_threshold
-        return create_explainer(name, model=model, threshold=threshold)
-    kwargs = {"n_masks": args.n_masks} if name in MASK_METHODS and args.n_masks is not None else {}
-    # Grad-CAM finds the model's last 7x7 block itself (default_target_layer).
-    return create_explainer(name, embed_fn=model, threshold=args.threshold, **kwargs)
+def explainer_options(name: str, args: argparse.Namespace) -> dict:
+    """``--threshold`` (``--xcos-threshold`` for the xCos map) and ``--n-masks`` for the registry's builder."""
+    threshold = args.threshold if name != "xcos" or args.xcos_threshold is None else args.xcos_threshold
+    return {"threshold": threshold, **({"n_masks": args.n_masks} if args.n_masks is not None else {})}
 
 
 def log(message: str) -> None:
@@ -214,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     img_a, img_b = (p.face[None].to(device) for p in photos)
     # every explainer is built before any runs: a method that cannot work here (Grad-CAM without a suitable
     # layer, ...) fails at once instead of after minutes of the others
-    explainers = [build_explainer(name, model, args) for name in methods]
+    explainers = [build_explainer(name, model, **explainer_options(name, args)) for name in methods]
     with torch.no_grad():
         score = float(F.cosine_similarity(model(img_a).float(), model(img_b).float(), dim=1))
         grids = model.xcos_maps(img_a, img_b) if getattr(model, "has_xcos", False) else None
