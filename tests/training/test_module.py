@@ -7,7 +7,7 @@ import lightning as L
 import torch
 
 from xcos_lightning.datamodules import SyntheticFacesDataModule
-from xcos_lightning.models import CosFace, GridBackbone, LearnedAttention
+from xcos_lightning.models import CosFace, GridBackbone, LearnedAttention, PartialCosFace
 from xcos_lightning.module import XCosModule
 from xcos_lightning.optim import JointOptimizer
 
@@ -71,3 +71,43 @@ def test_optimizer_split_sgd_backbone_adam_attention(tmp_path):
     assert all(p.ndim <= 1 for p in no_decay["params"])  # BN/PReLU/bias never decayed
     assert sgd.param_groups[0]["lr"] == 0.1 * 0.1  # milestone at epoch 1 passed
     assert adam.param_groups[0]["lr"] == 1e-3
+
+
+class _SyncCounter(L.Callback):
+    """Host syncs (``aten::_local_scalar_dense``: every ``item()`` / ``bool()`` of a tensor) made by
+    xcos_lightning code itself during training steps 2-4 (not by torch.optim or Lightning that it calls),
+    with the innermost Python frames that made them."""
+
+    def __init__(self) -> None:
+        self.prof, self.found = None, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 2:
+            self.prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], with_stack=True,
+                experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True))
+            self.prof.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 4:
+            self.prof.__exit__(None, None, None)
+            events = [e for e in self.prof.events() if e.name == "aten::_local_scalar_dense"]
+            assert events, "the profiler saw no sync at all: it did not record"  # torch.optim's CPU steps sync
+            self.found = [e.stack[:4] for e in events if _innermost_package(e.stack) == "xcos_lightning"]
+
+
+def _innermost_package(stack: list[str]) -> str | None:
+    """The package of the innermost frame (stacks list it first) in our code, Lightning or torch's Python."""
+    for frame in stack:
+        for package in ("xcos_lightning/", "lightning/", "torch/"):
+            if package in frame:
+                return package[:-1]
+    return None
+
+
+def test_a_training_step_makes_no_host_sync(tmp_path):
+    counter = _SyncCounter()
+    for head in (None, partial(PartialCosFace, s=30.0, m=0.35)):  # the full FC and the sharded head
+        _trainer(tmp_path, max_steps=5, limit_val_batches=0, callbacks=[counter],
+                 log_every_n_steps=50, gradient_clip_val=5.0).fit(_module(head=head), datamodule=_data())
+        assert counter.found == [], counter.found
