@@ -56,7 +56,7 @@ def test_convert_align_folders_then_rec_reads_the_sidecar(photos, tmp_path, caps
     for i in range(6):  # the same faces as the folders (JPEG quality 95 both times)
         assert np.abs(packed[i][0].numpy() * 255 - aligned[i][0].numpy() * 255).max() <= 1
 
-    assert main(["align", str(photos), str(tmp_path / "strict"), "--on-miss", "error", "--num-workers", "0"]) == 1
+    assert main(["align", str(photos), str(tmp_path / "strict"), "--on-miss", "error", "--num-workers", "0"]) == 2
     assert "wall.png: no face found" in capsys.readouterr().err
 
 

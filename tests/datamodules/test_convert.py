@@ -44,7 +44,7 @@ def test_lfw_pairs_to_bin(shared_dir, tmp_path):
 
 def test_bad_input_exits_with_message(shared_dir, tmp_path, capsys):
     broken = shared_dir / "data" / "kz_celeb25" / "validation" / "validation.bin"
-    assert main(["bin", str(broken), str(tmp_path / "x.bin")]) == 1
+    assert main(["bin", str(broken), str(tmp_path / "x.bin")]) == 2  # bad input
     assert "all 749 pairs are marked genuine" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["rec"])

@@ -53,7 +53,7 @@ from xcos_lightning.explain.registry import list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, ProtocolConfig, evaluate_pair_set
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import input_size, load_model
+from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
 
 EXAMPLES = 2  # genuine and impostor pairs drawn in report.html
 # Reported as NaN in the table when a protocol did not run (or a group had no pairs).
@@ -62,7 +62,7 @@ EXTRA_KEYS = ("flip_unflipped_match", "flip_unflipped_nonmatch", "dpr_fmr_patche
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", required=True, help="model SPEC: run.ckpt or <format>:<path>")
+    parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--data", required=True, help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file>")
     parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. random,corrrise")
     parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")

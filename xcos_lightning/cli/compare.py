@@ -53,7 +53,7 @@ from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults,
                                               select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import INPUT_SIZE, load_model
+from xcos_lightning.models.spec import INPUT_SIZE, MODEL_SPEC_HELP, load_model
 
 FOLDS = 10
 WARMUP = 3
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``compare`` on an ``argparse`` subparsers object."""
     parser = subparsers.add_parser("compare", help="several models in one table: accuracy, faithfulness, latency",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", metavar="SPEC", nargs="+", help="model SPECs (one column each)")
+    parser.add_argument("models", metavar="SPEC", nargs="+", help=f"one column per model; {MODEL_SPEC_HELP}")
     parser.add_argument("--data", required=True, action="append",
                         help="pair set SPEC (repeatable); faithfulness runs on the first")
     parser.add_argument("--methods", default="random,corrrise", help="comma-separated explainers (default "

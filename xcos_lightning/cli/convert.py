@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             message = pairs_to_bin(args.spec, args.out, args.size, args.crop, not args.no_check, args.format)
     except XCosError as exc:
         print(f"xcos-convert: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(message)
     return 0
 

@@ -58,7 +58,7 @@ from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
 from xcos_lightning.explain.registry import build_explainer, list_explainers
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import input_size, load_model
+from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
 
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 
@@ -69,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("img_a", type=Path, help="first face image (any format PIL reads)")
     parser.add_argument("img_b", type=Path, help="second face image")
-    parser.add_argument("--model", required=True, help="model SPEC: run.ckpt or <format>:<path>")
+    parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. corrrise,xssab,gradcam")
     parser.add_argument("--out", required=True, type=Path, help="figure file (.png)")
     parser.add_argument("--threshold", type=float, default=None, help="cosine decision threshold (default: none)")

@@ -32,7 +32,7 @@ from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.metrics.verification import verification_metrics
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import input_size, load_model
+from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
 
 FOLDS = 10
 
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``verify`` on an ``argparse`` subparsers object."""
     parser = subparsers.add_parser("verify", help="verification accuracy, EER and TAR@FAR on pair sets",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model SPEC: run.ckpt or <format>:<path>")
+    parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--data", required=True, action="append",
                         help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> (repeatable)")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per forward pass (default 64)")
