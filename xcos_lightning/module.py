@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from xcos_lightning.errors import DataFormatError
-from xcos_lightning.metrics.verification import VerificationMetric
+from xcos_lightning.metrics.verification_metric import VerificationMetric
 from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.models.checkpoint import part_config
 from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_for_device

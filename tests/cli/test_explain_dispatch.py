@@ -69,8 +69,9 @@ def test_help_lists_every_command_without_importing_them():
 
 @pytest.mark.parametrize("command", ["verify", "pair", "export"])
 def test_light_commands_do_not_import_lightning_albumentations_wandb(command):
+    """Nor torchmetrics (seconds of start-up; verify needs only the functional metrics)."""
     code = (f"import sys, importlib; importlib.import_module({COMMANDS[command][0]!r}); "
-            "print([m for m in ('lightning', 'albumentations', 'wandb') if m in sys.modules])")
+            "print([m for m in ('lightning', 'albumentations', 'wandb', 'torchmetrics') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from xcos_lightning.metrics.verification import (VerificationMetric, best_threshold, equal_error_rate, kfold_accuracy,
-                                                 tar_at_far, verification_metrics)
+from xcos_lightning.metrics.verification import (best_threshold, equal_error_rate, kfold_accuracy, tar_at_far,
+                                                 verification_metrics)
+from xcos_lightning.metrics.verification_metric import VerificationMetric
 
 
 def test_perfectly_separable_scores():

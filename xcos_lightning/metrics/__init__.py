@@ -1,19 +1,26 @@
-"""Verification and faithfulness metrics: pure functions plus ``torchmetrics.Metric`` wrappers."""
-from xcos_lightning.metrics.faithfulness import (DeletionInsertionMetric, area_under_curve, fill_canvas,
-                                                 pair_perturbation_scores, perturbation_scores, pixel_ranks,
-                                                 tie_seeds)
-from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
-from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, identification_correct,
-                                                   probe_maps, top_k_gallery)
-from xcos_lightning.metrics.patch_dpr import (DPRMetric, PatchedPairSet, dpr_scores, identities_from_folders,
-                                              make_patched_set)
-from xcos_lightning.metrics.plots import line_plot
-from xcos_lightning.metrics.verification import VerificationMetric, verification_metrics
+"""Verification and faithfulness metrics: pure functions plus ``torchmetrics.Metric`` wrappers.
 
-__all__ = [
-    "DPRMetric", "DeletionInsertionMetric", "FlipFractionMetric", "FlipFractions", "IdentificationMetric",
-    "PatchedPairSet", "VerificationMetric", "area_under_curve", "combine_maps", "dpr_scores", "fill_canvas",
-    "flip_fractions", "identification_correct", "identities_from_folders", "line_plot", "make_patched_set",
-    "pair_perturbation_scores", "perturbation_scores", "pixel_ranks", "probe_maps", "tie_seeds", "top_k_gallery",
-    "verification_metrics",
-]
+Names load on first use (PEP 562 ``__getattr__``): ``explain.py verify`` needs only the functional
+``metrics.verification``, and importing the package must not pull in torchmetrics (seconds of start-up).
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "DeletionInsertionMetric": "faithfulness", "area_under_curve": "faithfulness", "fill_canvas": "faithfulness",
+    "pair_perturbation_scores": "faithfulness", "perturbation_scores": "faithfulness", "pixel_ranks": "faithfulness",
+    "tie_seeds": "faithfulness",
+    "FlipFractionMetric": "flip_fraction", "FlipFractions": "flip_fraction", "flip_fractions": "flip_fraction",
+    "IdentificationMetric": "identification", "combine_maps": "identification",
+    "identification_correct": "identification", "probe_maps": "identification", "top_k_gallery": "identification",
+    "DPRMetric": "patch_dpr", "PatchedPairSet": "patch_dpr", "dpr_scores": "patch_dpr",
+    "identities_from_folders": "patch_dpr", "make_patched_set": "patch_dpr",
+    "line_plot": "plots",
+    "VerificationMetric": "verification_metric", "verification_metrics": "verification",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

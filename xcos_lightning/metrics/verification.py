@@ -1,10 +1,10 @@
-"""Face-verification metrics: k-fold accuracy, EER, TAR@FAR; a functional core and a DDP-safe Metric."""
+"""Face-verification metrics: k-fold accuracy, EER, TAR@FAR, as functions (the DDP-safe ``torchmetrics.Metric``
+is ``verification_metric.VerificationMetric``; this module imports no torchmetrics, so ``explain.py verify``
+starts without it)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from lightning_utilities.core.rank_zero import rank_zero_warn
-from torchmetrics import Metric
 
 
 def best_threshold(scores: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -104,40 +104,6 @@ def verification_metrics(scores: Tensor, labels: Tensor, folds: int = 10) -> dic
     out["tar_far1e-3"] = tar_at_far(scores, labels, 1e-3)
     out["tar_far1e-4"] = tar_at_far(scores, labels, 1e-4)
     return out
-
-
-class VerificationMetric(Metric):
-    """Accumulates ``(score, label, index)`` per pair; ``compute`` deduplicates by ``index`` first.
-
-    DistributedSampler pads ranks with repeated samples, so the same pair can arrive twice under DDP;
-    keeping one copy per index makes the result equal to a single-process run. Pairs are put back in
-    index order so the k folds are the data set's own contiguous folds.
-    """
-
-    full_state_update = False
-
-    def __init__(self, folds: int = 10, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.folds = folds
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.add_state("indices", default=[], dist_reduce_fx="cat")
-
-    def update(self, scores: Tensor, labels: Tensor, indices: Tensor) -> None:
-        self.scores.append(scores.detach().float().flatten())
-        self.labels.append(labels.detach().bool().flatten())
-        self.indices.append(indices.detach().long().flatten())
-
-    def compute(self) -> dict[str, float]:
-        scores, labels, indices = (_cat(x) for x in (self.scores, self.labels, self.indices))
-        uniq, first = _first_occurrence(indices)
-        folds = self.folds
-        if uniq.numel() < folds:
-            # fast_dev_run / limit_val_batches see a few pairs only: fewer folds beat no metric at all.
-            folds = max(2, uniq.numel())
-            rank_zero_warn(f"only {uniq.numel()} verification pairs: accuracy uses {folds} folds, "
-                           f"not {self.folds}")
-        return verification_metrics(scores[first], labels[first], folds)
 
 
 def _cat(x: list[Tensor] | Tensor) -> Tensor:
