@@ -20,7 +20,8 @@ misalignment-robust cell features:
 
 Data: the first ``--pairs`` pairs of LFW ``pairs.txt`` (default 6,000 = the 10 official folds), centre
 crop 120 px around (125, 125) -> 112 (the ``lfw:`` SPEC default), or with ``--align mtcnn`` each face warped
-onto the ArcFace template by its five MTCNN landmarks (cached in ``--cache-dir``), no flip. Accuracy: k-fold over the
+onto the ArcFace template by its five MTCNN landmarks (cached in ``--cache-dir``; LFW's one photo without a face
+centre-cropped), no flip. Accuracy: k-fold over the
 official folds of 600 pairs (300 genuine + 300 impostor, file order; k = ``--pairs`` / 600, so use a
 multiple of 600), mean +- std over folds, as ``explain.py verify``.
 
@@ -78,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    aligner = None if args.align == "none" else FaceAligner(args.align, cache=LandmarkCache(args.cache_dir))
+    aligner = None if args.align == "none" else FaceAligner(args.align, on_miss="crop", cache=LandmarkCache(args.cache_dir))
     pair_set = load_pair_set(f"lfw:{args.shared / 'data/lfw'}", aligner=aligner)
     items = [pair_set[i] for i in range(args.pairs)]
     img_a, img_b = torch.stack([it["img_a"] for it in items]), torch.stack([it["img_b"] for it in items])
