@@ -48,10 +48,6 @@ class _Photos(Dataset):
         return self.indices[k], self.load(self.indices[k])
 
 
-def _as_list(batch):
-    return batch
-
-
 class FaceAligner:
     """Aligns faces to the ArcFace template of an ``size = (H, W)`` model input.
 
@@ -103,7 +99,7 @@ class FaceAligner:
             first_of: dict[str, int] = {}
             unique = [first_of.setdefault(keys[i], i) for i in todo if keys[i] not in first_of]
             loader = DataLoader(_Photos(load, unique), batch_size=self.batch_size, num_workers=num_workers,
-                                collate_fn=_as_list)
+                                collate_fn=list)  # photos of any size: no stacking
             found: dict[str, list[Face]] = {}
             with tqdm(total=len(unique), desc=desc, unit="photo", file=sys.stderr, disable=not progress,
                       dynamic_ncols=True) as bar:
