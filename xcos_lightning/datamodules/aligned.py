@@ -42,11 +42,12 @@ class SourceAlignment:
 
     Raises :class:`~xcos_lightning.align.NoFaceError` naming the first photo without a face when the aligner's
     ``on_miss`` is ``"error"``. Counts ``misses`` (centre-cropped), ``multi`` (photos with several faces) and
-    ``small`` (faces upscaled more than ``MAX_UPSCALE``), each warned once for the whole set.
+    ``small`` (faces upscaled more than ``MAX_UPSCALE``), each warned once for the whole set (misses as left out
+    when the caller ``drops_misses``, else as centre-cropped).
     """
 
     def __init__(self, aligner: FaceAligner, sources: Sequence[Source], name: str, num_workers: int = 0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, drops_misses: bool = False) -> None:
         self.aligner, self.size = aligner, aligner.size
         sources = list(sources)
         self.keys = keys = [content_key(_read(s)) for s in sources]
@@ -66,7 +67,7 @@ class SourceAlignment:
             self.faces.append(face)
         self.misses, self.multi, self.small = len(misses), multi, small
         if misses:
-            fallback = "left out" if aligner.on_miss == "skip" else "centre-cropped instead"
+            fallback = "left out" if drops_misses else "centre-cropped instead"
             warnings.warn(f"{name}: no face found in {len(misses)} of {len(sources)} images (detector "
                           f"{aligner.key}); {fallback}, e.g. {misses[:3]}", RuntimeWarning, stacklevel=2)
         if small:

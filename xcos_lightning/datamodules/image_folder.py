@@ -67,7 +67,8 @@ class IdentityFolderDataset(Dataset):
         if aligner.size != (self.size, self.size):
             raise DataFormatError(f"{self.root}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
                                   f"the dataset {self.size}x{self.size}")
-        alignment = SourceAlignment(aligner, self.paths, str(self.root), num_workers, progress)
+        alignment = SourceAlignment(aligner, self.paths, str(self.root), num_workers, progress,
+                                    drops_misses=aligner.on_miss == "skip")
         if aligner.on_miss == "skip" and alignment.misses:
             keep = [i for i, face in enumerate(alignment.faces) if face is not None]
             lost = sorted(set(range(self.num_classes)) - set(self.labels[keep].tolist()))
