@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.toy_faces import TinyNet, smooth_png
 from xcos_lightning.cli import benchmark
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.explain.base import PairExplanation, SideMaps
@@ -198,28 +198,9 @@ def test_line_plot_writes_png(tmp_path):
     assert (0, 114, 178) in colours and (213, 94, 0) in colours  # first two palette entries were drawn
 
 
-class _TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 16))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x - 0.5))
-
-
-def _png(seed: int, resample: int = Image.BILINEAR, size: int = 48) -> bytes:
-    """A smooth random 'face'; the same seed with another resampling filter is a near-identical other image."""
-    low = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(low).resize((size, size), resample).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _benchmark_parser(monkeypatch, pair_set: PairSet) -> argparse.ArgumentParser:
-    """The ``explain.py`` parser with ``benchmark``, whose model is ``_TinyNet`` and whose data is ``pair_set``."""
-    monkeypatch.setattr(benchmark, "load_model", lambda spec: _TinyNet().eval())
+    """The ``explain.py`` parser with ``benchmark``, whose model is ``TinyNet`` and whose data is ``pair_set``."""
+    monkeypatch.setattr(benchmark, "load_model", lambda spec: TinyNet().eval())
     monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: pair_set)
     parser = argparse.ArgumentParser()
     benchmark.add_parser(parser.add_subparsers(dest="command"))
@@ -227,8 +208,8 @@ def _benchmark_parser(monkeypatch, pair_set: PairSet) -> argparse.ArgumentParser
 
 
 def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
-    faces = [_png(s) for s in range(8)]
-    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]  # 4 genuine pairs
+    faces = [smooth_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], smooth_png(i, Image.BICUBIC))]  # 4 genuine pairs
     sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]  # 4 impostor pairs
     parser = _benchmark_parser(monkeypatch, PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check())
     args = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random,random:seed=7",
@@ -284,8 +265,8 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_benchmark_random_values_do_not_depend_on_the_other_methods(monkeypatch, capsys):
-    faces = [_png(s) for s in range(8)]
-    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    faces = [smooth_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], smooth_png(i, Image.BICUBIC))]
     sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
     parser = _benchmark_parser(monkeypatch, PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check())
     rows = []
@@ -325,7 +306,7 @@ def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
         for k, resample in enumerate((Image.BILINEAR, Image.BICUBIC)):
             path = tmp_path / "faces" / f"id{i}" / f"id{i}_{k}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_png(i, resample))
+            path.write_bytes(smooth_png(i, resample))
             paths[i, k] = path
     sources = [p for i in range(4) for p in (paths[i, 0], paths[i, 1])]
     sources += [p for i in range(4) for p in (paths[i, 0], paths[(i + 1) % 4, 1])]

@@ -3,7 +3,6 @@ and the table cells hold results.json's values."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -11,13 +10,11 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import Tensor, nn
 
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.toy_faces import TinyNet, smooth_png
 from xcos_lightning.cli import benchmark
 from xcos_lightning.cli.benchmark_report import _fmt, difference_text
 from xcos_lightning.datamodules.pair_set import PairSet
@@ -94,27 +91,9 @@ class Cells(HTMLParser):
             self._in_probe = False
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 16))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x - 0.5))
-
-
-def _png(seed: int, resample: int = Image.BILINEAR) -> bytes:
-    low = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(low).resize((48, 48), resample).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_benchmark_report_renders_and_matches_results_json(tmp_path, monkeypatch):
-    faces = [_png(s) for s in range(8)]
-    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    faces = [smooth_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], smooth_png(i, Image.BICUBIC))]
     sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
     pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
     monkeypatch.setattr(benchmark, "load_model", lambda spec: TinyNet().eval())
@@ -159,8 +138,8 @@ def test_compare_report_renders_and_matches_its_table(tmp_path):
     from xcos_lightning.cli.compare import _cell, write_report_html
     from xcos_lightning.metrics.protocols import ProtocolConfig, evaluate_pair_set
 
-    faces = [_png(s) for s in range(8)]
-    sources = [x for i in range(4) for x in (faces[i], _png(i, Image.BICUBIC))]
+    faces = [smooth_png(s) for s in range(8)]
+    sources = [x for i in range(4) for x in (faces[i], smooth_png(i, Image.BICUBIC))]
     sources += [x for i in range(4) for x in (faces[i], faces[4 + i])]
     pair_set = PairSet(sources, [True] * 4 + [False] * 4, "toy", size=48).check()
     measured = evaluate_pair_set(TinyNet().eval(), pair_set, ["random", "gradcam"],
