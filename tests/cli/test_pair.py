@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from xcos_lightning.cli.explain import main
-from xcos_lightning.cli.pair import load_face
+from xcos_lightning.cli.pair import load_photo
 
 
 @pytest.fixture
@@ -69,12 +69,12 @@ def test_pair_xcos_checkpoint_adds_grids(images, xcos_ckpt, tmp_path, capsys):
     assert "; xCos decision: same person" in next(line for line in lines if line.startswith("decision: "))
 
 
-def test_load_face_high_depth_grayscale_and_exif_rotation(tmp_path):
+def test_load_photo_high_depth_grayscale_and_exif_rotation(tmp_path):
     """16-bit grayscale keeps its contrast (PIL's own RGB conversion would clip it to white) and a camera
     photo's EXIF orientation is applied before the centre crop."""
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
-    face = load_face(tmp_path / "g16.png", 112, None)
+    face = load_photo(tmp_path / "g16.png", (112, 112), None).face
     assert face.shape == (3, 112, 112) and torch.equal(face[0], face[2])
     assert face.min() < 0.05 and face.max() > 0.95 and abs(float(face.mean()) - 0.5) < 0.05
     wide = np.zeros((40, 80, 3), np.uint8)
@@ -82,7 +82,7 @@ def test_load_face_high_depth_grayscale_and_exif_rotation(tmp_path):
     exif = Image.new("RGB", (1, 1)).getexif()
     exif[0x0112] = 6
     Image.fromarray(wide).save(tmp_path / "rot.jpg", exif=exif)
-    face = load_face(tmp_path / "rot.jpg", 112, None)
+    face = load_photo(tmp_path / "rot.jpg", (112, 112), None).face
     assert face[:, :40].mean() > 0.9 and face[:, -40:].mean() < 0.1
 
 

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from xcos_lightning.align import MAX_UPSCALE, Face, FaceAligner, warp_back
 from xcos_lightning.align.transform import scale_of
 from xcos_lightning.cli.face_args import add_align_args, make_aligner
-from xcos_lightning.datamodules.image_io import as_hw, crop_box, open_image, prepare, to_tensor
+from xcos_lightning.datamodules.image_io import crop_box, open_image, prepare, to_tensor
 from xcos_lightning.errors import DataFormatError, ModelSpecError
 from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
@@ -147,12 +147,6 @@ def load_photo(path: Path, size: tuple[int, int], crop: int | None, aligner: Fac
     _warn_upscale(path, size[0] / side)
     face_img = to_tensor(prepare(image, size, side, where=str(path)))
     return Photo(path, pixels, face_img, _crop_matrix(pixels.shape, size, side), located.faces if aligner else ())
-
-
-def load_face(path: Path, size: int | tuple[int, int], crop: int | None) -> Tensor:
-    """Image file -> ``(3, H, W)`` float RGB in ``[0, 1]``: EXIF orientation applied, centre region of the face's
-    aspect (``crop`` px high, default the largest), resized to ``size``."""
-    return load_photo(path, as_hw(size), crop).face
 
 
 def parse_methods(text: str, model: nn.Module) -> list[str]:
