@@ -12,13 +12,15 @@ import sys
 from contextlib import nullcontext
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from xcos_lightning.datamodules.image_io import to_tensor
+from xcos_lightning.datamodules.face_cache import FaceCache, set_key
+from xcos_lightning.datamodules.image_io import as_hw
 from xcos_lightning.datamodules.pair_set import PairSet
 
 
@@ -40,29 +42,75 @@ def pair_scores(model: nn.Module, img_a: Tensor, img_b: Tensor, flip: bool = Tru
 
 
 class DistinctImages(Dataset):
-    """The distinct images of a :class:`PairSet` (same path or same bytes = same image), each loaded once.
+    """The distinct faces of a :class:`PairSet` (equal :meth:`PairSet.face_keys`: same content, same
+    preprocessing), each decoded (and aligned) once, or read from ``cache`` when it holds them.
 
-    Item ``k``: float32 ``(3, size, size)`` RGB in [0, 1]. ``slot`` int64 ``(2N,)``: the item holding pair
-    image ``j`` (``2i`` = side a, ``2i + 1`` = side b of pair ``i``).
+    Item ``k``: ``{"index": k, "face": uint8 (H, W, 3) RGB}``. ``slot`` int64 ``(2N,)``: the item holding pair
+    image ``j`` (``2i`` = side a, ``2i + 1`` = side b of pair ``i``). ``valid`` bool ``(M,)``: items the cache
+    holds; ``cached`` their memory-mapped ``(M, H, W, 3)`` array (``None`` without a cache file).
     """
 
-    def __init__(self, pair_set: PairSet) -> None:
-        self.pair_set = pair_set
-        item_of: dict[object, int] = {}
+    def __init__(self, pair_set: PairSet, cache: FaceCache | None = None) -> None:
+        self.pair_set, self.cache = pair_set, cache
+        item_of: dict[str, int] = {}
         self.first: list[int] = []  # pair image index of each item's first occurrence
         slots = []
-        for j, source in enumerate(pair_set.sources):
-            if source not in item_of:
-                item_of[source] = len(self.first)
+        for j, key in enumerate(pair_set.face_keys()):
+            if key not in item_of:
+                item_of[key] = len(self.first)
                 self.first.append(j)
-            slots.append(item_of[source])
+            slots.append(item_of[key])
         self.slot = torch.tensor(slots, dtype=torch.long)
+        self.keys = [pair_set.face_keys()[j] for j in self.first]
+        self.shape = as_hw(pair_set.size)
+        self.cached, self.valid = None, np.zeros(len(self.first), dtype=bool)
+        if cache is not None:
+            self.cache_key = set_key([pair_set.source_name(j) for j in self.first], self.shape)
+            self.cached, self.valid = cache.read(self.cache_key, self.keys, self.shape)
 
     def __len__(self) -> int:
         return len(self.first)
 
-    def __getitem__(self, k: int) -> Tensor:
-        return to_tensor(self.pair_set.load_image(self.first[k]))
+    def __getitem__(self, k: int) -> dict:
+        face = self.cached[k] if self.valid[k] else self.pair_set.load_image(self.first[k])
+        return {"index": k, "face": torch.from_numpy(np.array(face, dtype=np.uint8))}
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers decode the rows the cache misses; they never need the memory map
+        return {**self.__dict__, "cached": None, "valid": np.zeros_like(self.valid)}
+
+    def batches(self, batch_size: int, num_workers: int, pin_memory: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(index (B,), face uint8 (B, H, W, 3))`` covering every item once: cached items sliced from the
+        memory map in this process, the rest decoded by ``num_workers`` DataLoader workers. With a cache, a
+        complete new cache file replaces the old one when the last batch has been taken."""
+        hit, miss = np.flatnonzero(self.valid), np.flatnonzero(~self.valid)
+        for start in range(0, len(hit), batch_size):
+            rows = hit[start:start + batch_size]
+            yield torch.from_numpy(rows), torch.from_numpy(np.asarray(self.cached[rows]))
+        if not len(miss):
+            return
+        writer = None if self.cache is None else self.cache.writer(self.cache_key, self.keys, self.shape)
+        if writer is not None and len(hit):
+            writer.put(hit, self.cached[hit])
+        loader = DataLoader(Subset(self, miss.tolist()), batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers, pin_memory=pin_memory)
+        try:
+            for batch in loader:
+                if writer is not None:
+                    writer.put(batch["index"].numpy(), batch["face"].numpy())
+                yield batch["index"], batch["face"]
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
+        if writer is not None:
+            writer.commit()
+
+
+def faces_to_images(faces: Tensor, device: torch.device) -> Tensor:
+    """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [0, 1] on ``device`` (moved as uint8: 4x fewer
+    bytes to copy), the same values as ``image_io.to_tensor``."""
+    return faces.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -87,49 +135,68 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.
 
 
 @torch.inference_mode()
-def _per_distinct_image(fn, model: nn.Module, pair_set: PairSet, batch_size: int, num_workers: int, bf16: bool,
-                        progress: bool, desc: str) -> Tensor:
-    """``fn(batch)`` of every distinct image of ``pair_set``, once each, on the CPU, indexed by pair image
-    (``2i``: side a of pair ``i``, ``2i + 1``: side b); ``batch_size`` counts pairs (2x images per forward)."""
-    device, images, out = _device(model), DistinctImages(pair_set), []
-    for batch in _batches(images, 2 * batch_size, num_workers, device, progress, desc, "img"):
-        with _autocast(device, bf16):
-            out.append(fn(batch.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out)[images.slot]
+def per_distinct_image(fn, model: nn.Module, pair_set: PairSet, batch_size: int, num_workers: int = 0,
+                       bf16: bool = False, progress: bool = False, desc: str = "faces",
+                       cache: FaceCache | None = None) -> Tensor:
+    """``fn(images)`` of every distinct face of ``pair_set``, once each, on the CPU, indexed by pair image
+    (``2i``: side a of pair ``i``, ``2i + 1``: side b). ``fn``: float32 ``(B, 3, H, W)`` [0, 1] -> ``(B, ...)``,
+    run on the device of ``model``'s parameters; ``batch_size`` counts pairs (2x faces per forward). With
+    ``cache``, faces are read from / written to it (see :class:`DistinctImages`)."""
+    device, images = _device(model), DistinctImages(pair_set, cache)
+    out = None
+    with tqdm(total=len(images), desc=desc, unit="img", file=sys.stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        for rows, faces in images.batches(2 * batch_size, num_workers, pin_memory=device.type == "cuda"):
+            with _autocast(device, bf16):
+                value = fn(faces_to_images(faces, device)).float().cpu()
+            if out is None:
+                out = torch.empty((len(images), *value.shape[1:]), dtype=value.dtype)
+            out[rows] = value
+            bar.update(len(rows))
+    return out[images.slot]
 
 
 def embed_pairs(model: nn.Module, pair_set: PairSet, batch_size: int = 64, flip: bool = True,
                 num_workers: int = 0, bf16: bool = False, progress: bool = True,
-                desc: str = "embedding") -> tuple[Tensor, Tensor]:
+                desc: str = "embedding", cache: FaceCache | None = None) -> tuple[Tensor, Tensor]:
     """``(emb_a, emb_b)``: L2-normalised embeddings ``(N, D)`` float32 of both sides of every pair, on the CPU.
 
     ``model``: any embedding model ``(B, 3, H, W) [0, 1] -> (B, D)`` in eval mode; it runs on the device of
     its parameters, under bfloat16 autocast with ``bf16``. Each distinct image is embedded once (with its
-    mirror when ``flip``); ``batch_size`` counts pairs (``2 * batch_size`` images per forward pass).
+    mirror when ``flip``); ``batch_size`` counts pairs (``2 * batch_size`` images per forward pass). With
+    ``cache`` the decoded faces are read from / stored in it.
     """
-    emb = _per_distinct_image(lambda x: embed(model, x, flip), model, pair_set, batch_size, num_workers, bf16,
-                              progress, desc)
+    emb = per_distinct_image(lambda x: embed(model, x, flip), model, pair_set, batch_size, num_workers, bf16,
+                             progress, desc, cache)
     return emb[0::2], emb[1::2]
 
 
 @torch.inference_mode()
 def grid_pair_scores(model: nn.Module, pair_set: PairSet, batch_size: int = 64, flip: bool = True,
                      num_workers: int = 0, bf16: bool = False, progress: bool = True,
-                     desc: str = "scoring") -> dict[str, Tensor]:
+                     desc: str = "scoring", cache: FaceCache | None = None) -> dict[str, Tensor]:
     """An xCos model's scores of every pair, each distinct image's grid computed once (LFW: 7,701 images, not
     12,000): ``{"cos": (N,), ["xcos": (N,)]}`` on the CPU, equal to :func:`pair_scores` pair by pair.
 
     ``model``: an ``XCosModel`` (``grid`` with flip TTA: the mirrored face's grid flipped back and added; and
     ``maps_from_grids``) in eval mode, on the device of its parameters.
     """
-    grids = _per_distinct_image(lambda x: model.grid(x, flip_tta=flip), model, pair_set, batch_size, num_workers,
-                                bf16, progress, desc)
-    grid_a, grid_b = grids[0::2], grids[1::2]
-    out = {"cos": F.cosine_similarity(grid_a.flatten(1), grid_b.flatten(1), dim=1)}
+    grids = per_distinct_image(lambda x: model.grid(x, flip_tta=flip), model, pair_set, batch_size, num_workers,
+                               bf16, progress, desc, cache)
+    return scores_from_grids(model, grids[0::2], grids[1::2], 4 * batch_size, bf16)
+
+
+@torch.inference_mode()
+def scores_from_grids(model: nn.Module, grid_a: Tensor, grid_b: Tensor, batch_size: int = 256,
+                      bf16: bool = False) -> dict[str, Tensor]:
+    """``{"cos": (N,), ["xcos": (N,)]}`` on the CPU of pairs of grids ``(N, C, h, w)`` of an ``XCosModel``:
+    cosine of the flattened grids and, with attention (``has_xcos``), the xCos score of ``maps_from_grids``
+    (run on the model's device, ``batch_size`` pairs at a time: cheap next to the trunk)."""
+    out = {"cos": F.cosine_similarity(grid_a.float().flatten(1), grid_b.float().flatten(1), dim=1).cpu()}
     if getattr(model, "has_xcos", False):
         device, xcos = _device(model), []
-        for start in range(0, len(grid_a), 4 * batch_size):  # attention only: cheap next to the trunk
-            a, b = (g[start:start + 4 * batch_size].to(device) for g in (grid_a, grid_b))
+        for start in range(0, len(grid_a), batch_size):
+            a, b = (g[start:start + batch_size].to(device) for g in (grid_a, grid_b))
             with _autocast(device, bf16):
                 xcos.append(model.maps_from_grids(a, b)[2].float().cpu())
         out["xcos"] = torch.cat(xcos)
@@ -139,18 +206,20 @@ def grid_pair_scores(model: nn.Module, pair_set: PairSet, batch_size: int = 64, 
 @torch.inference_mode()
 def score_pair_set(model: nn.Module, pair_set: Dataset, batch_size: int = 64, flip: bool = True,
                    num_workers: int = 0, bf16: bool = False, progress: bool = True,
-                   desc: str = "scoring") -> dict[str, Tensor]:
+                   desc: str = "scoring", cache: FaceCache | None = None) -> dict[str, Tensor]:
     """Scores of every pair, in pair order, on the CPU: ``{"cos": (N,), ["xcos": (N,)], "label": (N,) bool}``.
 
     ``model``: an embedding model or an ``XCosModel`` (see :func:`pair_scores`) in eval mode, run on the device
     of its parameters, under bfloat16 autocast with ``bf16``. ``pair_set``: a :class:`PairSet` or any dataset
-    of dicts ``img_a``, ``img_b``, ``label``. ``batch_size`` counts pairs. Progress goes to stderr.
+    of dicts ``img_a``, ``img_b``, ``label`` (scored pair by pair: nothing to deduplicate or cache).
+    ``batch_size`` counts pairs. ``cache``: decoded faces of a PairSet read from / stored in it. Progress goes
+    to stderr.
     """
     if isinstance(pair_set, PairSet) and not hasattr(model, "pair_scores"):
-        emb_a, emb_b = embed_pairs(model, pair_set, batch_size, flip, num_workers, bf16, progress, desc)
+        emb_a, emb_b = embed_pairs(model, pair_set, batch_size, flip, num_workers, bf16, progress, desc, cache)
         return {"cos": (emb_a * emb_b).sum(1), "label": torch.from_numpy(pair_set.labels.copy())}
     if isinstance(pair_set, PairSet) and hasattr(model, "maps_from_grids"):
-        scores = grid_pair_scores(model, pair_set, batch_size, flip, num_workers, bf16, progress, desc)
+        scores = grid_pair_scores(model, pair_set, batch_size, flip, num_workers, bf16, progress, desc, cache)
         return {**scores, "label": torch.from_numpy(pair_set.labels.copy())}
     device, scores, labels = _device(model), {}, []
     for batch in _batches(pair_set, batch_size, num_workers, device, progress, desc, "pair"):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from xcos_lightning.align import MAX_UPSCALE, Face, FaceAligner, content_key
 from xcos_lightning.datamodules.image_io import open_image
+from xcos_lightning.errors import DataFormatError
 
 Source = bytes | Path
 
@@ -32,8 +33,14 @@ class _Decoder:
         return np.asarray(open_image(source, f"{self.name}: {source if isinstance(source, Path) else f'image {i}'}"))
 
 
-def _read(source: Source) -> bytes:
-    return source if isinstance(source, bytes) else Path(source).read_bytes()
+def read_source(source: Source) -> bytes:
+    """The encoded bytes of a source (a file's content, or the bytes themselves)."""
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise DataFormatError(f"{source}: cannot read the image file ({exc.strerror or exc})") from exc
 
 
 class SourceAlignment:
@@ -50,7 +57,7 @@ class SourceAlignment:
                  progress: bool = True, drops_misses: bool = False) -> None:
         self.aligner, self.size = aligner, aligner.size
         sources = list(sources)
-        self.keys = keys = [content_key(_read(s)) for s in sources]
+        self.keys = keys = [content_key(read_source(s)) for s in sources]
         self.found = found = aligner.detect(keys, _Decoder(sources, name), num_workers=num_workers, progress=progress,
                                desc=f"{name}: detecting faces")
         self.faces: list[Face | None] = []

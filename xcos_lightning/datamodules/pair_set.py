@@ -9,12 +9,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xcos_lightning.align import FaceAligner
-from xcos_lightning.datamodules.aligned import SourceAlignment
+from xcos_lightning.align import FaceAligner, content_key
+from xcos_lightning.datamodules.aligned import SourceAlignment, read_source
 from xcos_lightning.datamodules.image_io import as_hw, encode_image, encode_for_storage, open_image, prepare, to_tensor
 from xcos_lightning.errors import VerificationSetError
 
 Source = bytes | Path
+
+# Part of every face key: bump it when decoding, crop/resize or warping changes the pixels they make, so the
+# face caches written before are read as stale.
+PREPROCESSING_VERSION = "1"
 
 
 class PairSet(Dataset):
@@ -35,6 +39,7 @@ class PairSet(Dataset):
         self.labels = np.asarray(labels, dtype=bool).reshape(-1)
         self.name, self.size, self.crop, self.crop_center = name, size, crop, crop_center
         self.alignment: SourceAlignment | None = None
+        self._face_keys: list[str] | None = None
         if len(self.sources) != 2 * len(self.labels):
             raise VerificationSetError(f"{name}: {len(self.sources)} images for {len(self.labels)} pairs; "
                                        "a pair set needs exactly two images per label")
@@ -55,7 +60,33 @@ class PairSet(Dataset):
             raise VerificationSetError(f"{self.name}: aligner makes {aligner.size[0]}x{aligner.size[1]} faces, "
                                        f"the set {as_hw(self.size)[0]}x{as_hw(self.size)[1]}")
         self.alignment = SourceAlignment(aligner, self.sources, self.name, num_workers, progress)
+        self._face_keys = None
         return self
+
+    def face_keys(self) -> list[str]:
+        """Per image ``j`` (``2N``): what makes its face, as text: the source's content hash, the face size and
+        either the alignment matrix used or the crop. Equal keys give equal faces (a renamed copy included);
+        an edited file gets another key. Reads every source once (then remembered)."""
+        if self._face_keys is None:
+            if self.alignment is not None:
+                content = self.alignment.keys
+            else:
+                of_source = {s: content_key(read_source(s)) for s in dict.fromkeys(self.sources)}
+                content = [of_source[s] for s in self.sources]
+            (h, w), keys = as_hw(self.size), []
+            for j, key in enumerate(content):
+                face = None if self.alignment is None else self.alignment.faces[j]
+                how = (f"crop {self.crop} {self.crop_center}" if face is None else
+                       "warp " + " ".join(f"{v:.6g}" for v in self.alignment.aligner.matrix(face).ravel()))
+                keys.append(f"{key} v{PREPROCESSING_VERSION} {h}x{w} {how}")
+            self._face_keys = keys
+        return self._face_keys
+
+    def source_name(self, j: int) -> str:
+        """A stable name of image ``j``'s source (its resolved path, or ``bytes`` + content hash) for naming
+        caches: an edited file keeps its name, so its cache entry is found and seen to be stale."""
+        source = self.sources[j]
+        return str(source.resolve()) if isinstance(source, Path) else "bytes " + self.face_keys()[j].split()[0]
 
     def load_image(self, j: int) -> np.ndarray:
         """Image ``j`` after alignment or crop/resize: uint8 RGB ``(H, W, 3)``."""

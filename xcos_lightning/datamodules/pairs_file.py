@@ -5,6 +5,11 @@
 tabs or spaces: ``name i j`` (matched) or ``name1 i name2 j`` (mismatched). Image ``i`` of ``name`` is
 ``root/name/name_%04d.jpg``. Indices may be written as floats with a zero fraction ("672."), as in
 kz_celeb25's ``*_pairs.txt``.
+
+A plain pairs list (``list:`` SPEC, for sets whose files are not named ``name_0001.jpg``): one pair per line,
+``path_a path_b same`` (fields split by tabs when the line has one, so paths may hold spaces; else by spaces),
+``same`` one of ``1 0 true false same diff genuine impostor``; paths relative to the list's folder (or to
+``root`` in ``list:<root>:<file>``) or absolute; blank lines and lines starting with ``#`` are skipped.
 """
 from __future__ import annotations
 
@@ -70,6 +75,46 @@ def parse_pairs(path: str | Path) -> list[tuple[str, int, str, int]]:
     return pairs
 
 
+_SAME = {"1": True, "true": True, "same": True, "genuine": True,
+         "0": False, "false": False, "diff": False, "different": False, "impostor": False}
+
+
+def read_pairs_list(list_path: str | Path, root: str | Path | None = None, size: int = 112, crop: int | None = None,
+                    check: bool = True) -> PairSet:
+    """PairSet of a plain pairs list (module docstring); every image must exist.
+
+    Raises DataFormatError (line number) for malformed lines or labels, DataFormatError listing the first
+    missing images and their count, VerificationSetError (with ``check``) for sets that cannot measure
+    verification.
+    """
+    list_path = Path(list_path)
+    root = list_path.parent if root is None else Path(root)
+    try:
+        text = list_path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{list_path}: cannot read the pairs list as UTF-8 text ({exc})") from exc
+    sources, labels = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        if len(fields) != 3:
+            raise DataFormatError(f"{list_path}:{n}: expected 'path_a path_b same', got {line[:80]!r}")
+        same = _SAME.get(fields[2].lower())
+        if same is None:
+            raise DataFormatError(f"{list_path}:{n}: label {fields[2][:20]!r} is not one of {' '.join(_SAME)}")
+        sources += [root / fields[0], root / fields[1]]
+        labels.append(same)
+    if not labels:
+        raise DataFormatError(f"{list_path}: no pair lines found")
+    missing = sorted({p for p in sources if not p.is_file()})
+    if missing:
+        raise DataFormatError(f"{list_path}: {len(missing)} images named by the pairs list are missing, e.g. "
+                              f"{[str(p) for p in missing[:5]]}; paths are relative to {root}")
+    pair_set = PairSet(sources, labels, str(list_path), size, crop)
+    return pair_set.check() if check else pair_set
+
+
 def read_pairs_file(pairs_path: str | Path, root: str | Path, size: int = 112, crop: int | None = None,
                     crop_center: tuple[float, float] | None = None, ext: str = ".jpg",
                     check: bool = True) -> PairSet:
@@ -97,6 +142,7 @@ def load_pair_set(spec: str, size: int = 112, crop: int | None = None, check: bo
     - ``lfw:<folder>``: ``<folder>/pairs.txt`` + identity folders of 250x250 deep-funneled LFW; unless
       ``crop`` is given, a 120 px square around (125, 125) is cut, then resized to ``size``.
     - ``pairs:<root>:<pairs file>``: any LFW-style pairs file over identity folders under ``root``.
+    - ``list:<file>`` or ``list:<root>:<file>``: a plain pairs list ``path_a path_b same`` (module docstring).
 
     With ``aligner`` every image's face is detected (``num_workers`` decoding workers; landmarks cached) and
     warped onto the template; the crop above is then only the fallback of images without a face.
@@ -110,6 +156,12 @@ def load_pair_set(spec: str, size: int = 112, crop: int | None = None, check: bo
         if len(fields) != 3 or not fields[1] or not fields[2]:
             raise DataFormatError(f"data spec {spec!r}: expected 'pairs:<root>:<pairs file>'")
         pair_set = read_pairs_file(fields[2], fields[1], size, crop, check=check)
+    elif spec.startswith("list:"):
+        fields = spec[len("list:"):].split(":", 1)
+        if not all(fields):
+            raise DataFormatError(f"data spec {spec!r}: expected 'list:<file>' or 'list:<root>:<file>'")
+        root, path = (None, fields[0]) if len(fields) == 1 else fields
+        pair_set = read_pairs_list(path, root, size, crop, check=check)
     elif spec.endswith(".bin"):
         pair_set = load_bin(spec, size, crop, check=check)
     else:
