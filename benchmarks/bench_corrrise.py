@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from lfw_pretrained import load_face, read_pairs  # sibling script: same crop as the LFW benchmark
 
 from xcos_lightning.explain import CorrRISE
-from xcos_lightning.models.pretrained import load_pretrained
+from xcos_lightning.io.pretrained import load_pretrained
 from memory import rss_mib  # sibling script: /proc readings
 
 REPO = Path(__file__).resolve().parents[1]

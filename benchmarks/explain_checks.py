@@ -42,12 +42,12 @@ from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.datamodules.synthetic import render_all
 from xcos_lightning.datamodules.synthetic_faces import _N_UNIFORMS, SyntheticFaces, _rng
 from xcos_lightning.explain import parameter_randomisation_test, randomised_copy
-from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.explain.base import Explainer
+from xcos_lightning.explain.registry import build_explainer
+from xcos_lightning.io.checkpoint import part_config
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.metrics.verification import equal_error_rate
 from xcos_lightning.models import CosFace, XCosModel, create_backbone
-from xcos_lightning.models.checkpoint import part_config
-from xcos_lightning.models.spec import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XCOS_SHARED", REPO.parent / "shared"))

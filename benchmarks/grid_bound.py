@@ -40,8 +40,8 @@ from torch import Tensor
 
 from xcos_lightning.align import FaceAligner, LandmarkCache
 from xcos_lightning.datamodules.pairs_file import load_pair_set
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.metrics.verification import kfold_accuracy
-from xcos_lightning.models.spec import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from xcos_lightning.models.pretrained import load_pretrained
+from xcos_lightning.io.pretrained import load_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 CROP_CENTRE, CROP_SIZE, FACE_SIZE = 125, 120, 112

@@ -24,7 +24,7 @@ from lfw_pretrained import load_face, read_pairs  # sibling script: same crop as
 from torch.profiler import ProfilerActivity, profile
 
 from xcos_lightning.explain import CorrRISE
-from xcos_lightning.models.pretrained import load_pretrained
+from xcos_lightning.io.pretrained import load_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 

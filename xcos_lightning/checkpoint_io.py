@@ -16,7 +16,7 @@ from typing import Any, Callable
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from xcos_lightning.atomic_save import atomic_torch_save
-from xcos_lightning.models.checkpoint import read_checkpoint
+from xcos_lightning.io.checkpoint import read_checkpoint
 
 
 def _is_remote(path: str | Path) -> bool:

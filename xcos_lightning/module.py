@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.metrics.verification_metric import VerificationMetric
 from xcos_lightning.models.backbone import GridBackbone, grid_embedding
-from xcos_lightning.models.checkpoint import part_config
+from xcos_lightning.io.checkpoint import part_config
 from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_for_device
 from xcos_lightning.models.margins import ArcFace, MarginHead
 from xcos_lightning.models.partial_fc import PartialFC
@@ -393,6 +393,6 @@ def _from_cli() -> bool:
 
 
 def _load_teacher(spec: str) -> nn.Module:
-    from xcos_lightning.models.spec import load_model
+    from xcos_lightning.io.spec import load_model
 
     return load_model(spec)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
+from xcos_lightning.io.checkpoint import part_config
 from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
-from xcos_lightning.models.checkpoint import part_config
 from xcos_lightning.models.mobilefacenet import MobileFaceNet
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from xcos_lightning.cli.explain import COMMANDS, build_parser, main
 from xcos_lightning.errors import DataFormatError, ModelSpecError, error_message
-from xcos_lightning.models.pretrained import list_pretrained_formats
-from xcos_lightning.models.spec import MODEL_SPEC_HELP
+from xcos_lightning.io.pretrained import list_pretrained_formats
+from xcos_lightning.io.spec import MODEL_SPEC_HELP
 
 # An embedding model SPEC (module:function) written into the test's folder.
 TINY_MODEL = '''

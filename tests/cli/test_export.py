@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from xcos_lightning.cli.explain import main
-from xcos_lightning.models.export import METADATA_KEY, parity_inputs
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.io.export import METADATA_KEY, parity_inputs
+from xcos_lightning.io.spec import load_model
 
 TOLERANCE = 1e-4
 TOY_MODULE = '''

@@ -78,7 +78,7 @@ def test_pretrained_mobilefacenet_on_a_real_bin(kz_bin, mobilefacenet, capsys, s
     straight from the folders, cosines, and the EER read off a sweep over every observed score."""
     assert main(["verify", "--model", mobilefacenet, "--data", str(kz_bin), "--json", "--num-workers", "0"]) == 0
     metrics = last_json(capsys.readouterr().out)[str(kz_bin)]["cos"]
-    from xcos_lightning.models.spec import load_model
+    from xcos_lightning.io.spec import load_model
 
     model, pairs = load_model(mobilefacenet), kz_pairs(shared_dir)
     with torch.no_grad():

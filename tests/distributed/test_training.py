@@ -53,7 +53,7 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(tmp_path, saved_on, res
 
 
 def test_exported_models_do_not_need_the_head(tmp_path):
-    from xcos_lightning.models.checkpoint import load_xcos_checkpoint
+    from xcos_lightning.io.checkpoint import load_xcos_checkpoint
 
     ckpt = _train(tmp_path, "partial", 2, 2) / "checkpoints/last.ckpt"
     model = load_xcos_checkpoint(ckpt)

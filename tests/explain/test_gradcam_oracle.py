@@ -23,7 +23,7 @@ from pytorch_grad_cam import GradCAMPlusPlus as RefGradCAMPlusPlus
 
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.explain.gradcam import GradCAM, GradCAMPlusPlus, default_target_layer
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.io.spec import load_model
 
 PAIRS = [0, 1, 300, 301]  # LFW's first fold: two genuine pairs, two impostor pairs
 

@@ -12,7 +12,7 @@ from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.metrics.verification import (best_threshold, equal_error_rate, kfold_accuracy, tar_at_far,
                                                  verification_metrics)
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.io.spec import load_model
 
 
 def sweep_best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

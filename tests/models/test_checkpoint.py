@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from xcos_lightning.errors import ModelSpecError, UnsafeFileError
+from xcos_lightning.io.checkpoint import build_part, load_xcos_checkpoint, part_config
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.models import GridBackbone, LearnedAttention, XCosModel
-from xcos_lightning.models.checkpoint import build_part, load_xcos_checkpoint, part_config
-from xcos_lightning.models.spec import load_model
 
 
 def _save(tmp_path, model: XCosModel, backbone_config: dict) -> str:
@@ -32,7 +32,7 @@ def test_classes_outside_the_package_are_refused():
     with pytest.raises(UnsafeFileError, match="outside"):
         build_part({"class_path": "os.system", "init_args": {"command": "echo hacked"}})
     with pytest.raises(UnsafeFileError, match="not an nn.Module"):
-        build_part({"class_path": "xcos_lightning.models.checkpoint.read_checkpoint", "init_args": {}})
+        build_part({"class_path": "xcos_lightning.models.registry.create_trunk", "init_args": {}})
 
 
 def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):

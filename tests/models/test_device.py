@@ -14,7 +14,7 @@ from xcos_lightning.models import GridBackbone, LearnedAttention, XCosModel
 from xcos_lightning.models.device import (
     compile_trunk, is_channels_last, prepare_for_device, set_channels_last, use_channels_last,
 )
-from xcos_lightning.models.spec import load_model
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.module import XCosModule
 
 CL = torch.channels_last

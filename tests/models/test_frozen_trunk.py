@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xcos_lightning.io.checkpoint import part_config
 from xcos_lightning.models import GridBackbone
-from xcos_lightning.models.checkpoint import part_config
 
 
 def _backbone(frozen):

@@ -11,7 +11,7 @@ from PIL import Image
 from xcos_lightning.cli.explain import main
 from xcos_lightning.datamodules.image_io import crop_box, prepare
 from xcos_lightning.errors import ModelSpecError
-from xcos_lightning.models.spec import input_size, load_model
+from xcos_lightning.io.spec import input_size, load_model
 
 USER_CODE = '''
 import torch

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from xcos_lightning.errors import ModelSpecError
+from xcos_lightning.io.pretrained import load_pretrained
 from xcos_lightning.models.mobilefacenet import MobileFaceNet
-from xcos_lightning.models.pretrained import load_pretrained, read_state_dict
 from xcos_lightning.models.registry import create_trunk
+from xcos_lightning.weights_file import read_state_dict
 
 
 @pytest.fixture(scope="module")

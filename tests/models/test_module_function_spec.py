@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from xcos_lightning.errors import ModelSpecError
-from xcos_lightning.models.spec import CallableEmbedding, load_model
+from xcos_lightning.io.spec import CallableEmbedding, load_model
 
 USER_CODE = '''
 import torch

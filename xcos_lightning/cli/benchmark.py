@@ -53,7 +53,7 @@ from xcos_lightning.explain.registry import list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, ProtocolConfig, evaluate_pair_set
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
 
 EXAMPLES = 2  # genuine and impostor pairs drawn in report.html
 # Reported as NaN in the table when a protocol did not run (or a group had no pairs).

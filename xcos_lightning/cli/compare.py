@@ -53,7 +53,7 @@ from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults,
                                               select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import INPUT_SIZE, MODEL_SPEC_HELP, load_model
+from xcos_lightning.io.spec import INPUT_SIZE, MODEL_SPEC_HELP, load_model
 
 FOLDS = 10
 WARMUP = 3

@@ -9,7 +9,7 @@
 - ``--format``: ``safetensors`` (weights + architecture metadata; loads back as ``safetensors:<path>``, no
   pickle), ``torchscript`` (``torch.jit.load``; xCos models keep ``xcos_maps``), ``onnx`` (dynamic batch;
   xCos models as one pair graph ``img_a, img_b -> emb_a, emb_b, S, W, xcos``; needs the ``onnx`` extra).
-  Details: ``xcos_lightning.models.export``.
+  Details: ``xcos_lightning.io.export``.
 - Parity: the exported file (reloaded; ONNX through onnxruntime) and the source model embed the same 3
   deterministic pairs of smooth random 112 x 112 images (a batch size other than the export example's);
   the report gives the max abs difference of the embeddings and, for xCos models, of the xCos score, S and
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from xcos_lightning.errors import ModelSpecError
-from xcos_lightning.models.export import FORMATS, PARITY_BATCH, export_model
-from xcos_lightning.models.spec import MODEL_SPEC_HELP, load_model
+from xcos_lightning.io.export import FORMATS, PARITY_BATCH, export_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, load_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -58,7 +58,7 @@ from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
 from xcos_lightning.explain.registry import build_explainer, list_explainers
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
 
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 from xcos_lightning.errors import UnsafeFileError, XCosError, error_message  # noqa: E402
-from xcos_lightning.models.checkpoint import read_checkpoint  # noqa: E402
+from xcos_lightning.io.checkpoint import read_checkpoint  # noqa: E402
 from xcos_lightning.module import XCosModule  # noqa: E402
 
 # How a config names code to import: a class or callable ("os.system") or a model SPEC ("pkg.module:function").

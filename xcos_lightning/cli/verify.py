@@ -32,7 +32,7 @@ from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.metrics.verification import verification_metrics
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.models.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
 
 FOLDS = 10
 

@@ -15,7 +15,7 @@ from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.explain.base import SCORES, EmbedFn, Explainer, SideMaps, XCosScore, gradients_enabled
 from xcos_lightning.explain.registry import register_explainer
 from xcos_lightning.models.backbone import GridHead
-from xcos_lightning.models.spec import input_size as model_input_size
+from xcos_lightning.io.spec import input_size as model_input_size
 
 Size = int | tuple[int, int]
 
@@ -86,7 +86,7 @@ class GradCAM(Explainer):
         target_layer: module whose output ``(B, C, h, w)`` is explained; ``None``: the block of ``embed_fn``
             that outputs its last spatial map on a face of ``input_size`` (``default_target_layer``).
         input_size: ``H`` or ``(H, W)`` of the faces, for finding the default layer; ``None``: the model's declared
-            ``input_size`` (``models.spec.input_size``: 112 x 112 unless the model says otherwise).
+            ``input_size`` (``io.spec.input_size``: 112 x 112 unless the model says otherwise).
         score: ``"cos"`` explains the embedding cosine to the fixed partner; ``"xcos"`` the xCos score of an
             xCos model (``XCosScore``: ``xcos(x, B)`` with B's grid fixed, ``xcos(A, x)`` for image B); give it
             the xCos threshold then.

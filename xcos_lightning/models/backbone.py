@@ -40,7 +40,7 @@ class GridBackbone(nn.Module):
     def __init__(self, trunk: str = "mobilefacenet", grid_channels: int = 32, trunk_kwargs: dict | None = None,
                  frozen: list[str] | None = None) -> None:
         super().__init__()
-        # Recorded so a checkpoint can rebuild this part (see models/checkpoint.py).
+        # Recorded so a checkpoint can rebuild this part (see io/checkpoint.py).
         self.init_args = {"trunk": trunk, "grid_channels": grid_channels, "trunk_kwargs": dict(trunk_kwargs or {}),
                           "frozen": list(frozen or [])}
         self.trunk = create_trunk(trunk, **(trunk_kwargs or {}))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.models.normalize import InputNormalize
 from xcos_lightning.models.registry import register_trunk
+from xcos_lightning.weights_file import load_trunk_weights
 
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "r18": (2, 2, 2, 2),
@@ -126,10 +127,7 @@ def _trunk(arch: str, width: int, pretrained: str | None) -> IResNetTrunk:
     if pretrained is not None:
         if width != 64:
             raise ModelSpecError(f"pretrained arcface_torch weights {pretrained} need width=64, got width={width}")
-        # Imported here: pretrained.py builds on this module.
-        from xcos_lightning.models.pretrained import trunk_state_dict_from_pretrained
-
-        trunk.load_state_dict(trunk_state_dict_from_pretrained(f"arcface_torch-{arch}:{pretrained}"))
+        load_trunk_weights(trunk, IResNet(IRESNET_LAYERS[arch]), pretrained, f"arcface_torch-{arch}")
     return trunk
 
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.models.normalize import InputNormalize
 from xcos_lightning.models.registry import register_trunk
+from xcos_lightning.weights_file import load_trunk_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,8 +154,5 @@ def mobilefacenet(width_mult: float = 1.0, pretrained: str | None = None) -> Mob
     if pretrained is not None:
         if width_mult != 1.0:
             raise ModelSpecError(f"pretrained MobileFaceNet weights {pretrained} need width_mult=1, got {width_mult}")
-        # Imported here: pretrained.py builds on this module.
-        from xcos_lightning.models.pretrained import trunk_state_dict_from_pretrained
-
-        trunk.load_state_dict(trunk_state_dict_from_pretrained(f"mobilefacenet:{pretrained}"))
+        load_trunk_weights(trunk, MobileFaceNet(), pretrained, "mobilefacenet")
     return trunk

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError, UnsafeFileError, XCosError
 from xcos_lightning.models.backbone import grid_embedding
-from xcos_lightning.models.checkpoint import build_part, part_config
+from xcos_lightning.io.checkpoint import build_part, part_config
+from xcos_lightning.io.layouts import build_pretrained, list_weight_formats
 from xcos_lightning.models.xcos_model import XCosModel
 
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -51,8 +52,6 @@ def architecture(model: nn.Module) -> dict:
         kwargs = {k: v for k, v in backbone["init_args"].get("trunk_kwargs", {}).items() if k != "pretrained"}
         backbone["init_args"] = {**backbone["init_args"], "trunk_kwargs": kwargs}
         return {"kind": "xcos", "backbone": backbone, "attention": part_config(model.attention)}
-    from xcos_lightning.models.pretrained import build_pretrained, list_weight_formats
-
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for fmt in list_weight_formats():
         with torch.device("meta"):  # layout only: no memory, no initialisation cost
@@ -66,8 +65,6 @@ def architecture(model: nn.Module) -> dict:
 
 def build_architecture(arch: dict, where: str) -> nn.Module:
     """Untrained model of an :func:`architecture` description (classes of ``xcos_lightning.models`` only)."""
-    from xcos_lightning.models.pretrained import build_pretrained
-
     kind = arch.get("kind") if isinstance(arch, dict) else None
     if kind == "pretrained":
         return build_pretrained(str(arch.get("format")))
@@ -219,16 +216,14 @@ def export_onnx(model: nn.Module, path: str | Path) -> Callable[[Tensor, Tensor]
 def export_model(model: nn.Module, fmt: str, path: str | Path) -> dict[str, float]:
     """Export ``model`` (eval mode, CPU) as ``fmt`` to ``path``; returns the parity report: the max abs
     difference between the exported and the source outputs on :func:`parity_inputs` (``embedding``; for
-    xCos models also ``xcos``, ``S``, ``W``). safetensors parity reloads the file through the
-    ``safetensors:<path>`` SPEC."""
+    xCos models also ``xcos``, ``S``, ``W``). safetensors parity reloads the file with :func:`load_safetensors`,
+    the loader of the ``safetensors:<path>`` SPEC."""
     if fmt not in FORMATS:
         raise ModelSpecError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
     model = model.cpu().eval()
     if fmt == "safetensors":
-        from xcos_lightning.models.spec import load_model
-
         save_safetensors(model, path)
-        reloaded = load_model(f"safetensors:{path}")
+        reloaded = load_safetensors(path)
 
         def exported(a: Tensor, b: Tensor) -> dict[str, Tensor]:
             return reference_outputs(reloaded, a, b)

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from xcos_lightning.errors import ModelSpecError
+from xcos_lightning.io.checkpoint import load_xcos_checkpoint
+from xcos_lightning.io.pretrained import list_pretrained_formats, load_pretrained
 from xcos_lightning.user_code import import_attribute, is_import_spec
 
 INPUT_SIZE = (112, 112)  # (H, W) of the ArcFace template: what a model takes unless it declares ``input_size``
@@ -52,13 +54,10 @@ def load_model(spec: str) -> nn.Module:
     - ``path/to/run.ckpt``: an ``XCosModel`` (also exposes ``xcos_maps`` when trained with xCos);
     - ``<format>:<path>``: a pretrained model from another project (``mobilefacenet:...``,
       ``arcface_torch-r50:backbone.pth``, ``safetensors:exported.safetensors``; see
-      ``xcos_lightning.models.pretrained``);
+      ``xcos_lightning.io.pretrained``);
     - ``package.module:function``: see :func:`load_from_import`. It **imports and runs user code**: use
       it only with code you trust.
     """
-    from xcos_lightning.models.checkpoint import load_xcos_checkpoint
-    from xcos_lightning.models.pretrained import list_pretrained_formats, load_pretrained
-
     fmt, sep, _ = spec.partition(":")
     if sep and fmt in list_pretrained_formats():
         return load_pretrained(spec)
@@ -84,8 +83,6 @@ def load_from_import(spec: str) -> nn.Module:
     try:
         factory = import_attribute(spec)
     except Exception as exc:  # an import runs arbitrary code: any error means the SPEC is unusable
-        from xcos_lightning.models.pretrained import list_pretrained_formats
-
         raise ModelSpecError(f"model SPEC {spec!r}: cannot import module {module_name!r} "
                              f"({type(exc).__name__}: {exc}); check the name and PYTHONPATH (or, for a "
                              f"weights file, use <format>:<path> with format in {list_pretrained_formats()})") from exc

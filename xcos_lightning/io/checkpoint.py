@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from xcos_lightning.errors import ModelSpecError, UnsafeFileError
+from xcos_lightning.models.xcos import LearnedAttention
 from xcos_lightning.models.xcos_model import XCosModel
 
 _ALLOWED_PREFIX = "xcos_lightning.models."
@@ -98,8 +99,6 @@ def load_xcos_checkpoint(path: str | Path) -> XCosModel:
     backbone = build_part(_without_pretrained_init(hp["backbone"]))
     attention = None
     if hp.get("xcos", True):
-        from xcos_lightning.models.xcos import LearnedAttention
-
         attention = build_part(hp.get("attention")) or LearnedAttention(backbone.grid_channels)
     model = XCosModel(backbone, attention)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
