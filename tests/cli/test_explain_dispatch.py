@@ -88,6 +88,8 @@ def test_model_spec_help_names_every_form():
 
 # One bad input per command, reported as an xcos_lightning error.
 BAD_INPUT = {
+    "benchmark": (["benchmark", "--model", "{spec}", "--data", "lfw:{tmp}/none", "--methods", "random"],
+                  DataFormatError),
     "verify": (["verify", "--model", "{spec}", "--data", "lfw:{tmp}/none"], DataFormatError),
     "pair": (["pair", "{tmp}/a.jpg", "{tmp}/b.jpg", "--model", "{spec}", "--methods", "random", "--out",
               "{tmp}/f.png"], DataFormatError),

@@ -14,7 +14,9 @@ from torch import Tensor
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from helpers.toy_faces import TinyNet, smooth_png
 from xcos_lightning.cli import benchmark
+from xcos_lightning.cli.explain import main as explain_main
 from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.errors import XCosError
 from xcos_lightning.explain.base import PairExplanation, SideMaps
 from xcos_lightning.explain.registry import parse_method
 from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
@@ -253,15 +255,26 @@ def test_benchmark_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert "del gen blur ↓" in table and "ins imp mean ↑" in table and "del gen road ↓" in table
     assert "flip" not in table
     assert len(list((tmp_path / "dpr").glob("*.png"))) == 6
+    # Bad input: exit code 2 and one line on stderr, as every explain.py command; --debug gives the traceback.
     for option, value in (("--protocols", "deletion,nope"), ("--extra-fills", "zero")):
-        bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", option, value])
-        assert benchmark.run(bad) == 1
-        assert value in capsys.readouterr().err
+        _assert_bad_input(["benchmark", "--model", "tiny", "--data", "toy", "--methods", "random", option, value],
+                          value, capsys)
     for methods, message in (("nope", "unknown"), ("random:seed", "not key=value"), ("random:bogus=1", "bogus")):
-        bad = parser.parse_args(["benchmark", "--model", "tiny", "--data", "toy", "--methods", methods, "--pairs", "3",
-                                 "--steps", "4", "--device", "cpu"])
-        assert benchmark.run(bad) == 1
-        assert message in capsys.readouterr().err
+        _assert_bad_input(["benchmark", "--model", "tiny", "--data", "toy", "--methods", methods, "--pairs", "3",
+                           "--steps", "4", "--device", "cpu"], message, capsys)
+
+
+def _assert_bad_input(argv: list[str], message: str, capsys) -> None:
+    """``explain.py`` exits 2 with one ``explain.py benchmark: error:`` line naming ``message`` (after any
+    ``[benchmark]`` progress lines), and with ``--debug`` raises the error instead."""
+    assert explain_main(argv) == 2
+    captured = capsys.readouterr()
+    *progress, last = captured.err.splitlines()
+    assert captured.out == "" and all(line.startswith("[benchmark] ") for line in progress)
+    assert last.startswith("explain.py benchmark: error: ") and message in last
+    with pytest.raises(XCosError, match=message):
+        explain_main([*argv, "--debug"])
+    capsys.readouterr()
 
 
 def test_benchmark_random_values_do_not_depend_on_the_other_methods(monkeypatch, capsys):
@@ -330,6 +343,5 @@ def test_benchmark_identification_protocol(tmp_path, monkeypatch, capsys):
     # Identities come from folders: a set of encoded bytes cannot run the protocol.
     bytes_set = PairSet([p.read_bytes() for p in sources], folder_set.labels, "bytes", size=48)
     monkeypatch.setattr(benchmark, "load_pair_set", lambda spec, **options: bytes_set)
-    assert benchmark.run(parser.parse_args(["benchmark", "--model", "tiny", "--data", "b", "--methods", "random",
-                                            "--pairs", "4", "--protocols", "identification", "--device", "cpu"])) == 1
-    assert "identity" in capsys.readouterr().err
+    _assert_bad_input(["benchmark", "--model", "tiny", "--data", "b", "--methods", "random", "--pairs", "4",
+                       "--protocols", "identification", "--device", "cpu"], "identit", capsys)

@@ -48,12 +48,12 @@ from xcos_lightning.cli.benchmark_report import (COLUMNS, benchmark_report, comp
                                                  json_safe, markdown_table, write_outputs)
 from xcos_lightning.cli.face_args import add_align_args, make_aligner
 from xcos_lightning.datamodules.pairs_file import load_pair_set
-from xcos_lightning.errors import XCosError
+from xcos_lightning.errors import DataFormatError
 from xcos_lightning.explain.registry import list_explainers, parse_method
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, ProtocolConfig, evaluate_pair_set
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
 
 EXAMPLES = 2  # genuine and impostor pairs drawn in report.html
 # Reported as NaN in the table when a protocol did not run (or a group had no pairs).
@@ -141,33 +141,23 @@ def table_rows(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark described by parsed ``args``; 0 on success, 1 on bad input (message on stderr)."""
+    """Run the benchmark described by parsed ``args``; 0 on success. Bad input raises an ``XCosError``
+    (``DataFormatError`` for the options), which ``explain.py`` reports in one line with exit code 2."""
     methods = split_list(args.methods)
     fills = split_list(args.extra_fills)
     if set(fills) - set(FILLS) or args.fill in fills:
-        print(f"explain.py benchmark: error: --extra-fills {','.join(fills)!r}: choose from "
-              f"{','.join(FILLS)}, other than --fill", file=sys.stderr)
-        return 1
+        raise DataFormatError(f"--extra-fills {','.join(fills)!r}: choose from {','.join(FILLS)}, other than --fill")
     protocols = split_list(args.protocols)
     if not protocols or set(protocols) - set(PROTOCOLS):
-        print(f"explain.py benchmark: error: --protocols {','.join(protocols)!r}: choose from "
-              f"{','.join(PROTOCOLS)}", file=sys.stderr)
-        return 1
+        raise DataFormatError(f"--protocols {','.join(protocols)!r}: choose from {','.join(PROTOCOLS)}")
     try:
         unknown = sorted({parse_method(m)[0] for m in methods} - set(list_explainers()))
         config = protocol_config(args)
     except ValueError as exc:
-        print(f"explain.py benchmark: error: {exc}", file=sys.stderr)
-        return 1
+        raise DataFormatError(str(exc)) from exc
     if not methods or unknown:
-        print(f"explain.py benchmark: error: unknown or missing methods {unknown or methods}; "
-              f"choose from {list_explainers()}", file=sys.stderr)
-        return 1
-    try:
-        return _run(args, methods, config)
-    except XCosError as exc:
-        print(f"explain.py benchmark: error: {exc}", file=sys.stderr)
-        return 1
+        raise DataFormatError(f"unknown or missing methods {unknown or methods}; choose from {list_explainers()}")
+    return _run(args, methods, config)
 
 
 def _run(args: argparse.Namespace, methods: list[str], config: ProtocolConfig) -> int:
@@ -192,14 +182,3 @@ def _run(args: argparse.Namespace, methods: list[str], config: ProtocolConfig) -
     if args.json:
         print(json.dumps(json_safe(results)))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m xcos_lightning.cli.benchmark --model ... --data ... --methods ...`` without the dispatcher."""
-    parser = argparse.ArgumentParser(prog="explain.py benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return run(add_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
