@@ -12,9 +12,10 @@ from torch import Tensor
 from helpers.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.datamodules.patched_pairs import identities_from_folders, make_patched_set, patch_mask
 from xcos_lightning.errors import VerificationSetError
-from xcos_lightning.metrics import DPRMetric, dpr_scores, identities_from_folders, make_patched_set, tie_seeds
-from xcos_lightning.metrics.patch_dpr import error_curves, patch_mask
+from xcos_lightning.metrics import DPRMetric, dpr_scores, tie_seeds
+from xcos_lightning.metrics.patch_dpr import error_curves
 
 
 def _face(seed: int) -> np.ndarray:

@@ -12,8 +12,7 @@ _EXPORTS = {
     "FlipFractionMetric": "flip_fraction", "FlipFractions": "flip_fraction", "flip_fractions": "flip_fraction",
     "IdentificationMetric": "identification", "combine_maps": "identification",
     "identification_correct": "identification", "probe_maps": "identification", "top_k_gallery": "identification",
-    "DPRMetric": "patch_dpr", "PatchedPairSet": "patch_dpr", "dpr_scores": "patch_dpr",
-    "identities_from_folders": "patch_dpr", "make_patched_set": "patch_dpr",
+    "DPRMetric": "patch_dpr", "dpr_scores": "patch_dpr",
     "line_plot": "plots",
     "VerificationMetric": "verification_metric", "verification_metrics": "verification",
 }

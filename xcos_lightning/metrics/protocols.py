@@ -41,6 +41,7 @@ from torchmetrics import SumMetric
 
 from xcos_lightning.datamodules.image_io import to_tensor
 from xcos_lightning.datamodules.pair_set import PairSet
+from xcos_lightning.datamodules.patched_pairs import identities_from_folders, make_patched_set
 from xcos_lightning.errors import ModelSpecError, VerificationSetError
 from xcos_lightning.explain.base import SCORES, Explainer, PairExplanation, XCosScore
 from xcos_lightning.explain.inference import fast_embedding, inference_copy
@@ -50,7 +51,7 @@ from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric,
 from xcos_lightning.metrics.flip_fraction import FlipFractionMetric, FlipFractions, flip_fractions
 from xcos_lightning.metrics.identification import (IdentificationMetric, combine_maps, gallery_from_pairs,
                                                    identification_correct, probe_maps, top_k_gallery)
-from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores, identities_from_folders, make_patched_set
+from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores
 from xcos_lightning.metrics.verification import equal_error_rate
 
 PROTOCOLS = ("deletion", "flips", "dpr", "identification")
@@ -202,7 +203,7 @@ class MethodResults:
         if self.dpr is not None:
             if "patched_a" not in batch:
                 raise ValueError("the dpr protocol needs patched pairs: batches without 'patched_a' "
-                                 "(build them with patch_dpr.make_patched_set)")
+                                 "(build them with datamodules.patched_pairs.make_patched_set)")
             patched = explainer(batch["patched_a"], img_b, index)
             scores = dpr_scores(embed_fn, batch["patched_a"], img_a, img_b, *patched.order_keys("a"), self.threshold,
                                 c.steps, forward, seeds=seeds, similarity=similarity)
