@@ -14,24 +14,27 @@ from torch import Tensor, nn
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.explain.base import SCORES, EmbedFn, Explainer, SideMaps, XCosScore, gradients_enabled
 from xcos_lightning.explain.registry import register_explainer
-from xcos_lightning.models.backbone import GridHead
 from xcos_lightning.io.spec import input_size as model_input_size
 
 Size = int | tuple[int, int]
 
 
 def default_target_layer(model: nn.Module, size: Size = 112) -> nn.Module:
-    """Grad-CAM's target layer, one rule for every caller: the block that outputs ``model``'s last spatial map
-    (both sides > 1) on a face of ``size`` (``H`` or ``(H, W)``).
+    """Grad-CAM's target layer, one rule for every caller: the module a model names as its ``grid_layer``
+    (``XCosModel``: its grid head), else the block that outputs ``model``'s last spatial map (both sides > 1)
+    on a face of ``size`` (``H`` or ``(H, W)``).
 
     That map is the last convolutional feature grid before pooling/flattening, whatever its size: 7 x 7 for
     the 112 x 112 template, 7 x 6 for a 112 x 96 MobileFaceNet. Found by one probe forward (zeros, eval mode,
     no grad; the model's modes are restored) with hooks on every submodule: the last 4-D output with both
-    spatial sides > 1 is the map; of the modules returning that very tensor the xCos ``GridHead`` is taken if
-    present, else the outermost (the first to start). This gives ``backbone.head`` for an ``XCosModel``,
-    ``conv2`` for ``MobileFaceNet`` and ``bn2`` for ``IResNet`` (their grid tap points). Raises
+    spatial sides > 1 is the map; of the modules returning that very tensor the outermost (the first to
+    start) is taken. This gives ``conv2`` for ``MobileFaceNet`` and ``bn2`` for ``IResNet`` (their grid tap
+    points) and ``head`` for a bare ``GridBackbone``. Raises
     ``ModelSpecError`` when no submodule outputs a spatial map (pass ``target_layer`` explicitly then).
     """
+    declared = getattr(model, "grid_layer", None)
+    if isinstance(declared, nn.Module):
+        return declared
     height, width = (size, size) if isinstance(size, int) else size
     started: list[nn.Module] = []
     produced: list[tuple[nn.Module, Tensor]] = []
@@ -66,7 +69,7 @@ def default_target_layer(model: nn.Module, size: Size = 112) -> nn.Module:
                              "pass GradCAM(..., target_layer=<module>) explicitly")
     grid = produced[-1][1]
     candidates = sorted({m for m, out in produced if out is grid}, key=started.index)
-    return next((m for m in candidates if isinstance(m, GridHead)), candidates[0])
+    return candidates[0]
 
 
 @register_explainer("gradcam")

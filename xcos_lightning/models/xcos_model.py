@@ -31,6 +31,11 @@ class XCosModel(nn.Module):
     def embedding_dim(self) -> int:
         return self.backbone.embedding_dim
 
+    @property
+    def grid_layer(self) -> nn.Module:
+        """The module whose output is the grid ``(B, G, 7, 7)`` (the xCos grid head): Grad-CAM's target layer."""
+        return self.backbone.head
+
     def grid(self, x: Tensor, flip_tta: bool = False) -> Tensor:
         """Grid features ``(B, G, 7, 7)``; with ``flip_tta`` the mirrored face's grid (flipped back
         along the width) is added, the grid analogue of the insightface flip augmentation."""
