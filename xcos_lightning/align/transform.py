@@ -9,10 +9,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from xcos_lightning.constants import FACE_SIZE as TEMPLATE_SIZE  # the side ARCFACE_TEMPLATE is given for
+
 # insightface's ArcFace template for 112 x 112 crops (the xCos paper and every MS1M/LFW .rec/.bin use it).
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-TEMPLATE_SIZE = 112
 
 
 def template(size: tuple[int, int]) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from xcos_lightning.constants import FACE_SIZE
 from xcos_lightning.errors import ModelSpecError, UnsafeFileError, XCosError
 from xcos_lightning.models.backbone import grid_embedding
 from xcos_lightning.io.checkpoint import build_part, part_config
@@ -36,7 +37,6 @@ from xcos_lightning.models.xcos_model import XCosModel
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 METADATA_KEY = "xcos_lightning.architecture"
-SIZE = 112  # the face template every exported model takes
 EXAMPLE_BATCH, PARITY_BATCH = 2, 3  # parity on another batch size than the export example: no baked batch
 
 
@@ -138,8 +138,8 @@ def parity_inputs(batch: int = PARITY_BATCH, seed: int = 0) -> tuple[Tensor, Ten
     """Deterministic image pairs ``(batch, 3, 112, 112)`` in ``[0, 1]``: seeded noise at 14 x 14, upsampled
     bilinearly (smooth, face-sized structures rather than pixel noise)."""
     gen = torch.Generator().manual_seed(seed)
-    low = torch.rand(2 * batch, 3, SIZE // 8, SIZE // 8, generator=gen)
-    images = torch.nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    low = torch.rand(2 * batch, 3, FACE_SIZE // 8, FACE_SIZE // 8, generator=gen)
+    images = torch.nn.functional.interpolate(low, size=(FACE_SIZE, FACE_SIZE), mode="bilinear", align_corners=False)
     return images[:batch].contiguous(), images[batch:].contiguous()
 
 

@@ -7,12 +7,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from xcos_lightning.constants import FACE_SIZE
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.io.checkpoint import load_xcos_checkpoint
 from xcos_lightning.io.pretrained import list_pretrained_formats, load_pretrained
 from xcos_lightning.user_code import import_attribute, is_import_spec
 
-INPUT_SIZE = (112, 112)  # (H, W) of the ArcFace template: what a model takes unless it declares ``input_size``
+INPUT_SIZE = (FACE_SIZE, FACE_SIZE)  # (H, W) of the ArcFace template: what a model takes unless it declares ``input_size``
 OTHER_SIZE = (112, 96)  # the SphereFace-style crop: a second probe finds models whose output depends on the size
 # The --model help of every command (one string: the SPEC forms are listed once).
 MODEL_SPEC_HELP = ("model SPEC: run.ckpt (of train.py) | mobilefacenet:<file> | arcface_torch-r18|r34|r50|r100:<file> "

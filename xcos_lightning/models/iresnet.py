@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from xcos_lightning.constants import GRID_SIZE
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.models.normalize import InputNormalize
 from xcos_lightning.models.registry import register_trunk
@@ -26,7 +27,6 @@ IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "r50": (3, 4, 14, 3),
     "r100": (3, 13, 30, 3),
 }
-GRID_SIZE = 7  # 112 / 2**4: the stem keeps full resolution, each of the 4 stages halves it
 
 
 class IBasicBlock(nn.Module):

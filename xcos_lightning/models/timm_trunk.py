@@ -10,12 +10,10 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from xcos_lightning.constants import FACE_SIZE, GRID_SIZE
 from xcos_lightning.errors import ModelSpecError
 from xcos_lightning.models.normalize import InputNormalize
 from xcos_lightning.models.registry import register_trunk
-
-FACE_SIZE = 112
-GRID_SIZE = 7
 
 
 class TimmTrunk(nn.Module):
