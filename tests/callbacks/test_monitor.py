@@ -192,7 +192,7 @@ def test_shards_cover_the_subset_evenly(count, world):
 
 
 def test_xcos_figure_centres_s_on_the_threshold():
-    from xcos_lightning.callbacks.xcos_figure import xcos_figure
+    from xcos_lightning.explain.figure import xcos_figure
 
     s = torch.full((7, 7), 0.3)
     s[0, 0], s[6, 6] = -0.2, 0.9

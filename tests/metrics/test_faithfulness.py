@@ -18,8 +18,9 @@ from xcos_lightning.cli.explain import main as explain_main
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import XCosError
 from xcos_lightning.explain.base import PairExplanation, SideMaps
+from xcos_lightning.explain.figure import line_plot
 from xcos_lightning.explain.registry import parse_method
-from xcos_lightning.metrics import DeletionInsertionMetric, line_plot, pair_perturbation_scores
+from xcos_lightning.metrics import DeletionInsertionMetric, pair_perturbation_scores
 from xcos_lightning.metrics.faithfulness import (accuracy_curve, area_under_curve, fill_canvas, fraction_grid,
                                                  perturbation_scores, pixel_ranks, tie_seeds)
 from xcos_lightning.metrics.protocols import decision_threshold

@@ -12,10 +12,8 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from xcos_lightning.callbacks.xcos_figure import xcos_figure
 from xcos_lightning.explain.base import PairExplanation
-from xcos_lightning.explain.figure import pair_figure, to_uint8
-from xcos_lightning.metrics.plots import line_plot
+from xcos_lightning.explain.figure import line_plot, pair_figure, to_uint8, xcos_figure
 
 Curve = tuple[list[float], list[float]]
 

@@ -14,10 +14,9 @@ from typing import Sequence
 from PIL import Image
 from torch import Tensor
 
-from xcos_lightning.explain.figure import pair_figure
+from xcos_lightning.explain.figure import line_plot, pair_figure
 from xcos_lightning.metrics.bootstrap import Difference, paired_difference
 from xcos_lightning.metrics.faithfulness import FILLS
-from xcos_lightning.metrics.plots import line_plot
 
 # (column, JSON metric name, direction) of the results table; identification's columns apart for compare.
 IDENTIFICATION_COLUMNS = (("id del", "identification_deletion", "↓"),

@@ -48,7 +48,7 @@ from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import score_pair_set
 from xcos_lightning.explain.registry import explains_xcos, list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
-from xcos_lightning.metrics.plots import line_plot
+from xcos_lightning.explain.figure import line_plot
 from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults, ProtocolConfig, evaluate_pair_set,
                                               select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy

@@ -13,7 +13,6 @@ _EXPORTS = {
     "IdentificationMetric": "identification", "combine_maps": "identification",
     "identification_correct": "identification", "probe_maps": "identification", "top_k_gallery": "identification",
     "DPRMetric": "patch_dpr", "dpr_scores": "patch_dpr",
-    "line_plot": "plots",
     "VerificationMetric": "verification_metric", "verification_metrics": "verification",
 }
 __all__ = sorted(_EXPORTS)
