@@ -11,9 +11,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from xcos_lightning.errors import DataFormatError
+from xcos_lightning.evaluate import faces_to_images, scores_from_grids
 from xcos_lightning.metrics.verification_metric import VerificationMetric
-from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.io.checkpoint import part_config
+from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_for_device
 from xcos_lightning.models.margins import ArcFace, MarginHead
 from xcos_lightning.models.partial_fc import PartialFC
@@ -95,6 +96,7 @@ class XCosModule(L.LightningModule):
         self.head = (head or ArcFace)(backbone.embedding_dim, num_classes)
         self.teacher = None if teacher == "self" else Teacher(_load_teacher(teacher))
         self.val_metrics = nn.ModuleDict()
+        self._val_grids: dict[int, list[tuple[Tensor, Tensor]]] = {}  # per val loader: (index, grid) batches
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}: choose 'raise' or 'skip'")
         # Training images replaced because unreadable (FaceDataModule skip_bad_records), summed over ranks.
@@ -354,13 +356,42 @@ class XCosModule(L.LightningModule):
         return list(self.val_metrics.keys())[dataloader_idx]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Pair batches (``img_a``, ``img_b``, ``label``, ``index``) are scored at once. Batches of distinct
+        faces (``index``, ``face`` uint8 ``(B, H, W, 3)``: ``FaceDataModule``'s ``DistinctImages``) give one grid
+        per face, with flip TTA, as ``explain.py verify`` does; their pairs are scored at the epoch's end."""
+        if "face" in batch:
+            grids = self.model.grid(faces_to_images(batch["face"], self.device), flip_tta=True)
+            self._val_grids.setdefault(dataloader_idx, []).append((batch["index"], grids.float()))
+            return
         self.check_batch(batch)
         scores = self.model.pair_scores(batch["img_a"], batch["img_b"], flip_tta=True)
         for kind, metric in self.val_metrics[self._set_name(dataloader_idx)].items():
             metric.update(scores[kind], batch["label"], batch["index"])
 
+    def _score_distinct_faces(self) -> None:
+        """Every pair both of whose faces were seen (on any rank: grids are all-gathered; DistributedSampler's
+        padding repeats faces, which overwrite themselves) scored from the grids into the set's metrics."""
+        loaders = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        for idx, parts in sorted(self._val_grids.items()):
+            faces = loaders[idx].dataset
+            index, grids = torch.cat([p[0] for p in parts]).to(self.device), torch.cat([p[1] for p in parts])
+            if self.trainer.world_size > 1:
+                index, grids = (self.all_gather(t).flatten(0, 1) for t in (index, grids))
+            table = grids.new_zeros((len(faces), *grids.shape[1:]))
+            seen = torch.zeros(len(faces), dtype=torch.bool, device=self.device)
+            table[index], seen[index] = grids, True
+            slot_a, slot_b = faces.slot[0::2].to(self.device), faces.slot[1::2].to(self.device)
+            pairs = torch.nonzero(seen[slot_a] & seen[slot_b]).flatten()
+            scores = scores_from_grids(self.model, table[slot_a[pairs]], table[slot_b[pairs]])
+            labels = torch.from_numpy(faces.pair_set.labels)[pairs.cpu()]
+            for kind, metric in self.val_metrics[self._set_name(idx)].items():
+                metric.update(scores[kind].to(self.device), labels.to(self.device), pairs)
+        self._val_grids = {}
+
     def on_validation_epoch_end(self) -> None:
         stage = "test" if self.trainer.testing else "val"
+        self._score_distinct_faces()
         for name, metrics in self.val_metrics.items():
             for kind, metric in metrics.items():
                 if not metric.update_called:

@@ -94,7 +94,10 @@ def test_face_datamodule_aligns_val_sets_and_raw_training_folders(photos, tmp_pa
     # aligned and centre-cropped faces of the same photo differ; the aligned one is what convert writes
     assert np.abs(val.load_image(0).astype(int) - plain.load_image(0)).mean() > 10
     batch = next(iter(data.val_dataloader()[0]))
-    assert batch["img_a"].shape == (2, 3, 112, 112)
+    faces = data.val_faces("few")
+    assert batch["face"].shape[1:] == (112, 112, 3)
+    k = int(batch["index"][0])  # the loader hands over the aligned face, not the crop
+    np.testing.assert_array_equal(batch["face"][0].numpy(), val.load_image(faces.first[k]))
 
 
 def test_identity_folders_skip_photos_without_a_face(photos):

@@ -57,11 +57,19 @@ def test_val_sets_one_loader_each_with_dict_items(tree, tmp_path, image_bytes):
     assert dm.val_set_names == ["first", "second"]
     dm.setup("validate")
     loaders = dm.val_dataloader()
-    assert [len(loader.dataset) for loader in loaders] == [12, 10]
+    assert [len(loader.dataset.pair_set) for loader in loaders] == [12, 10]
+    assert [len(loader.dataset) for loader in loaders] == [24, 20]  # distinct faces, each loaded once
     batch = next(iter(loaders[0]))
-    assert set(batch) == {"img_a", "img_b", "label", "index"}
-    assert batch["img_a"].shape == (4, 3, SIZE, SIZE)
-    assert batch["label"].any() and not batch["label"].all()  # any prefix holds both kinds
+    assert set(batch) == {"index", "face"}
+    assert batch["face"].shape == (8, SIZE, SIZE, 3) and batch["face"].dtype == torch.uint8
+    faces = loaders[0].dataset
+    for k, face in zip(batch["index"].tolist(), batch["face"]):
+        np.testing.assert_array_equal(face.numpy(), faces.pair_set.load_image(faces.first[k]))
+    # the first batch's faces complete 4 pairs, genuine and impostor alike (AlternatingOrder)
+    seen = set(batch["index"].tolist())
+    done = [i for i in range(12) if {int(faces.slot[2 * i]), int(faces.slot[2 * i + 1])} <= seen]
+    labels = faces.pair_set.labels[done]
+    assert len(done) == 4 and labels.any() and not labels.all()
 
 
 def test_alternating_order_interleaves_then_appends_the_surplus():
@@ -167,3 +175,37 @@ def test_kz_celeb25_broken_validation_bin_is_refused(shared_dir):
     dm = FaceDataModule(str(shared_dir / "data/kz_celeb25/training"), val_sets={"kz": spec}, num_workers=0)
     with pytest.raises(VerificationSetError, match="all 749 pairs are marked genuine"):
         dm.setup("validate")
+
+
+def test_training_validation_of_distinct_faces_equals_pair_by_pair_scores(tree, tmp_path, image_bytes):
+    """Validation through the distinct-face loader (one grid per face, pairs scored at the epoch's end) gives the
+    metrics of the model's own pair_scores computed pair by pair, twice (the second epoch from the face cache)."""
+    import lightning as L
+
+    from xcos_lightning.metrics.verification import verification_metrics
+    from xcos_lightning.models import GridBackbone
+    from xcos_lightning.module import XCosModule
+
+    sources = [image_bytes(j % 30, 16, "PNG") for j in range(40)]  # 20 pairs over 30 distinct images
+    spec = str(PairSet(sources, [i % 3 == 0 for i in range(20)], "dup", size=16).save_bin(tmp_path / "dup.bin"))
+    dm = FaceDataModule(str(tree), val_sets={"dup": spec}, batch_size=3, num_workers=0, size=SIZE,
+                        face_cache=str(tmp_path / "faces"))
+    torch.manual_seed(0)
+    module = XCosModule(GridBackbone("tiny", grid_channels=8), num_classes=3, xcos=True, teacher="self")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    first = {k: float(v) for k, v in trainer.validate(module, datamodule=dm, verbose=False)[0].items()}
+    assert len(dm.val_faces("dup")) == 30 and dm.val_faces("dup").valid.all()
+    second = {k: float(v) for k, v in trainer.validate(module, datamodule=dm, verbose=False)[0].items()}
+    assert first == second
+
+    pair_set = dm.val_pair_set("dup")
+    module.eval()
+    with torch.inference_mode():
+        scores = [module.model.pair_scores(pair_set[i]["img_a"][None], pair_set[i]["img_b"][None], flip_tta=True)
+                  for i in range(len(pair_set))]
+    labels = torch.from_numpy(pair_set.labels)
+    for kind in ("cos", "xcos"):
+        expected = verification_metrics(torch.cat([s[kind] for s in scores]), labels, 10)
+        assert first[f"val/dup/acc_{kind}"] == pytest.approx(expected["acc"], abs=1e-6)
+        assert first[f"val/dup/eer_threshold_{kind}"] == pytest.approx(expected["eer_threshold"], abs=1e-5)

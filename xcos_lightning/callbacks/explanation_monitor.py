@@ -254,7 +254,8 @@ class ExplanationMonitor(L.Callback):
             loaders = trainer.val_dataloaders
             names = list(getattr(trainer.datamodule, "val_set_names", None) or ["val"])
             loader = loaders[names.index(set_name)] if isinstance(loaders, (list, tuple)) else loaders
-            dataset = loader.dataset
+            # a FaceDataModule val loader yields distinct faces; the monitor explains their pairs
+            dataset = getattr(loader.dataset, "pair_set", loader.dataset)
             # fast_dev_run checks the plumbing: one pair per process is enough.
             count = min(self.n_pairs, trainer.world_size) if trainer.fast_dev_run else self.n_pairs
             mine = shard(subset_indices(len(dataset), count, self.seed), trainer.global_rank, trainer.world_size)

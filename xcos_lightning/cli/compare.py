@@ -42,10 +42,10 @@ from xcos_lightning.cli.benchmark import log as benchmark_log
 from xcos_lightning.cli.benchmark_report import (COLUMNS, IDENTIFICATION_COLUMNS, PLOTS, example_figures, figure_html,
                                                  html_table, json_safe, write_report)
 from xcos_lightning.datamodules.pair_set import PairSet
-from xcos_lightning.cli.face_args import add_align_args, make_aligner
+from xcos_lightning.cli.face_args import add_align_args, make_aligner, make_face_cache
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
-from xcos_lightning.evaluate import score_pair_set
+from xcos_lightning.evaluate import default_batch_size, model_device, score_pair_set
 from xcos_lightning.explain.registry import explains_xcos, list_explainers, parse_method
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.explain.figure import line_plot
@@ -78,9 +78,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--sides", choices=("a", "both"), default="a", help="perturb A only or A and B (default a)")
     parser.add_argument("--n-masks", type=int, default=None, help="masks of the mask methods (corrrise, rise, srise)")
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="images per forward pass of the accuracy runs (default 64); the explainers and "
-                             "faithfulness protocols use their device default, as in benchmark")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="pairs per forward pass of the accuracy runs (default: 64 on a CPU, 256 on a GPU); "
+                             "the explainers and faithfulness protocols use their device default, as in benchmark")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="image-decoding workers of the accuracy runs (default 1)")
     parser.add_argument("--pair-batch", type=int, default=8, help="pairs explained per call (default 8)")
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model (default 20)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
@@ -106,16 +108,10 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def pair_subset(pair_set: PairSet, indices: np.ndarray) -> PairSet:
-    """The pairs ``indices`` (sorted) of ``pair_set`` as a new :class:`PairSet` (same crop and size)."""
-    sources = [pair_set.sources[2 * i + side] for i in indices for side in (0, 1)]
-    return PairSet(sources, pair_set.labels[indices], f"{pair_set.name} ({len(indices)} pairs)", pair_set.size,
-                   pair_set.crop, pair_set.crop_center)
-
-
 def accuracy(model: nn.Module, pair_set: PairSet, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """``{"cos": {"acc", "acc_std"}, ["xcos": ...]}``: 10-fold accuracy in ``[0, 1]`` with flip TTA."""
-    scores = score_pair_set(model, pair_set, args.batch_size, flip=True, desc=f"accuracy {pair_set.name}")
+    scores = score_pair_set(model, pair_set, args.batch_size or default_batch_size(model_device(model)), flip=True,
+                            num_workers=args.num_workers, desc=f"accuracy {pair_set.name}", cache=make_face_cache(args))
     labels = scores.pop("label")
     return {kind: kfold_accuracy(s, labels, FOLDS) for kind, s in scores.items()}
 
@@ -260,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             if not 1 <= args.verify_pairs <= fewest:
                 raise DataFormatError(f"--verify-pairs {args.verify_pairs}: {spec} has {int(pair_set.labels.sum())} "
                                       f"genuine and {int((~pair_set.labels).sum())} impostor pairs; choose 1..{fewest}")
-            pair_set = pair_subset(pair_set, select_pairs(pair_set.labels, args.verify_pairs, args.seed))
+            pair_set = pair_set.subset(select_pairs(pair_set.labels, args.verify_pairs, args.seed))
         if len(pair_set) < FOLDS:
             raise DataFormatError(f"{spec}: {len(pair_set)} pairs; {FOLDS}-fold accuracy needs at least {FOLDS}")
         sets[spec] = pair_set

@@ -1,10 +1,12 @@
 """The face-alignment options shared by every command that reads photos (``verify``, ``pair``, ``benchmark``,
-``compare``, ``convert align``), and the :class:`~xcos_lightning.align.FaceAligner` they describe."""
+``compare``, ``convert align``), the :class:`~xcos_lightning.align.FaceAligner` they describe, and the caches
+(landmarks, decoded faces) they share."""
 from __future__ import annotations
 
 import argparse
 
 from xcos_lightning.align import ON_MISS, FaceAligner, LandmarkCache, list_detectors
+from xcos_lightning.datamodules.face_cache import FaceCache
 
 
 def add_align_args(parser: argparse.ArgumentParser, default: str = "none", on_miss: tuple[str, ...] = ON_MISS,
@@ -20,8 +22,10 @@ def add_align_args(parser: argparse.ArgumentParser, default: str = "none", on_mi
     group.add_argument("--min-face-size", type=int, default=20,
                        help="mtcnn: smallest face searched for, px (default 20; landmarks move ~1 px with it)")
     group.add_argument("--cache-dir", default=None,
-                       help="landmark cache folder (default $XCOS_CACHE_DIR or ~/.cache/xcos_lightning)")
-    group.add_argument("--no-cache", action="store_true", help="detect again instead of reusing cached landmarks")
+                       help="folder of the landmark and decoded-face caches (default $XCOS_CACHE_DIR or "
+                            "~/.cache/xcos_lightning; data folders may be read-only)")
+    group.add_argument("--no-cache", action="store_true",
+                       help="detect and decode again instead of reusing cached landmarks and faces")
 
 
 def make_aligner(args: argparse.Namespace, size: tuple[int, int], device: str = "cpu") -> FaceAligner | None:
@@ -31,3 +35,8 @@ def make_aligner(args: argparse.Namespace, size: tuple[int, int], device: str = 
     options = {"min_face_size": args.min_face_size, "device": device} if args.align == "mtcnn" else {}
     cache = False if args.no_cache else LandmarkCache(args.cache_dir)
     return FaceAligner(args.align, size=size, on_miss=args.on_miss, cache=cache, **options)
+
+
+def make_face_cache(args: argparse.Namespace) -> FaceCache | None:
+    """The decoded-face cache of ``--cache-dir`` (``None`` with ``--no-cache``)."""
+    return None if args.no_cache else FaceCache(args.cache_dir)

@@ -9,6 +9,10 @@
 - ``--align mtcnn``: detect every image's face (five landmarks) and warp it onto the ArcFace template, as the
   ``.bin`` sets and the papers are; landmarks are cached by file content, so a second run skips detection.
   Default ``none`` (the SPEC's crop), so numbers stay comparable with sets that are aligned already.
+- Each distinct image is decoded (and aligned) once, in ``--num-workers`` DataLoader workers while the model
+  runs, and kept as a uint8 face in a memory-mapped cache keyed by file content and preprocessing
+  (``--cache-dir``, default ``$XCOS_CACHE_DIR`` or ``~/.cache/xcos_lightning``; ``--no-cache``): a second run on
+  the same set reads the faces instead of decoding them, and a changed file is read again.
 - Scores: embed each image and its mirror (``--no-flip`` to skip), sum, L2-normalise, cosine; xCos models
   score pairs themselves (``cos`` of the flip-summed grids, and ``xcos``), as in training validation.
 - Metrics: 10-fold accuracy (contiguous folds in file order; threshold chosen on 9 folds) mean +- std,
@@ -25,11 +29,11 @@ import time
 
 import torch
 
-from xcos_lightning.cli.face_args import add_align_args, make_aligner
+from xcos_lightning.cli.face_args import add_align_args, make_aligner, make_face_cache
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import VerificationSetError
-from xcos_lightning.evaluate import score_pair_set
+from xcos_lightning.evaluate import default_batch_size, score_pair_set
 from xcos_lightning.metrics.verification import verification_metrics
 from xcos_lightning.models.device import prepare_for_device
 from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
@@ -44,7 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--data", required=True, action="append",
                         help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=64, help="pairs per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="pairs per forward pass (default: 64 on a CPU, 256 on a GPU)")
     parser.add_argument("--no-flip", action="store_true", help="skip the mirrored image (flip TTA)")
     parser.add_argument("--crop", type=int, default=None,
                         help="centre-crop side in px before resizing (default: the SPEC's; lfw: 120)")
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = prepare_for_device(load_model(args.model), device).eval()
     size = (args.size, args.size) if args.size else input_size(model)
+    batch_size = args.batch_size or default_batch_size(device)
     start = time.perf_counter()
     sets = load_sets(args.data, size, args.crop, make_aligner(args, size, device), args.num_workers)
     if args.align != "none":
@@ -108,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     results, sizes = {}, {}
     for spec, pair_set in sets.items():
         start = time.perf_counter()
-        scores = score_pair_set(model, pair_set, args.batch_size, flip=not args.no_flip,
-                                num_workers=args.num_workers, bf16=args.bf16, desc=spec)
+        scores = score_pair_set(model, pair_set, batch_size, flip=not args.no_flip, num_workers=args.num_workers,
+                                bf16=args.bf16, desc=spec, cache=make_face_cache(args))
         labels = scores.pop("label")
         results[spec] = {kind: verification_metrics(s, labels, FOLDS) for kind, s in scores.items()}
         sizes[spec] = (len(labels), int((~labels).sum()))

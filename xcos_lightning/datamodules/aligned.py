@@ -7,6 +7,7 @@ content), the face to use is chosen, and loading an item is decode + one affine 
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -81,6 +82,16 @@ class SourceAlignment:
             warnings.warn(f"{name}: {small} faces are upscaled more than {MAX_UPSCALE:g}x to fit the "
                           f"{self.size[0]}x{self.size[1]} template (small faces: the model sees interpolated pixels)",
                           RuntimeWarning, stacklevel=2)
+
+    def subset(self, indices: Sequence[int]) -> "SourceAlignment":
+        """The alignment of ``sources[indices]`` (a copy holding those sources' keys, faces and detections;
+        the counts are recomputed from the faces kept)."""
+        part = copy.copy(self)
+        part.keys, part.found, part.faces = ([seq[j] for j in indices] for seq in (self.keys, self.found, self.faces))
+        part.misses = sum(face is None for face in part.faces)
+        part.multi = sum(len(found) > 1 for found in part.found)
+        part.small = sum(face is not None and self.aligner.upscale(face) > MAX_UPSCALE for face in part.faces)
+        return part
 
     def warp(self, j: int, image: Image.Image) -> np.ndarray | None:
         """Source ``j``'s aligned face, uint8 RGB ``(H, W, 3)``, or ``None`` when it had no face."""

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from xcos_lightning.align import FaceAligner
+from xcos_lightning.datamodules.face_cache import DistinctImages, FaceCache
 from xcos_lightning.datamodules.image_folder import IdentityFolderDataset
 from xcos_lightning.datamodules.pair_sampling import PairLoader, PairSampler, TrainPairs
 from xcos_lightning.datamodules.pair_set import PairSet
@@ -152,20 +153,29 @@ class FaceDataModule(L.LightningDataModule):
             or decoded are replaced by another image of the same identity and counted in the logged
             ``train/skipped_bad_records`` (see :class:`FaceTrainPairs`).
 
-    Val batches are dicts ``img_a``, ``img_b`` ``(B, 3, size, size)`` float32 RGB in [0, 1], ``label`` bool
-    ``(B,)`` (True = genuine) and ``index`` ``(B,)``, in :class:`AlternatingOrder`; train batches are those
-    of :class:`TrainPairs`.
+        face_cache: where the decoded (and aligned) val faces are kept between epochs and runs, uint8 and
+            memory-mapped (:class:`~xcos_lightning.datamodules.face_cache.FaceCache`): ``True`` = the user's cache
+            folder (``XCOS_CACHE_DIR``), a folder path, or ``False`` to decode every val face every epoch.
+
+    Val loaders yield each *distinct* face of a pair set once (LFW: 7,701 faces for 6,000 pairs), as
+    :class:`~xcos_lightning.datamodules.face_cache.DistinctImages` batches: ``index`` int64 ``(B,)`` and ``face``
+    uint8 ``(B, size, size, 3)`` RGB; the faces are decoded, aligned and cached in ``prepare_data``, so
+    validation reads them from the memory-mapped cache. The loader's ``dataset`` maps faces to pairs
+    (``slot``, ``pair_set.labels``); its items follow :class:`AlternatingOrder` of the pairs, so the first
+    batches complete both genuine and impostor pairs. Train batches are those of :class:`TrainPairs`.
     """
 
     def __init__(self, train: str, val_sets: dict[str, str] | None = None, batch_size: int = 64,
                  num_workers: int = 2, seed: int = 0, size: int = 112, crop: int | None = None,
                  augment: bool = True, skip_bad_records: bool = False, align: str | None = None,
-                 align_options: dict | None = None, align_train: bool = False) -> None:
+                 align_options: dict | None = None, align_train: bool = False,
+                 face_cache: bool | str = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.val_set_names = list(val_sets or {})
         self._train_set: FaceDataset | None = None
         self._val: dict[str, PairSet] = {}
+        self._faces: dict[str, DistinctImages] = {}
 
     def aligner(self) -> FaceAligner | None:
         hp = self.hparams
@@ -198,12 +208,26 @@ class FaceDataModule(L.LightningDataModule):
                                             aligner=self.aligner(), num_workers=self.hparams.num_workers)
         return self._val[name]
 
+    def val_faces(self, name: str) -> DistinctImages:
+        """The distinct faces of val set ``name``, read from the face cache where it holds them."""
+        if name not in self._faces:
+            pair_set, where = self.val_pair_set(name), self.hparams.face_cache
+            cache = None if where is False else FaceCache(None if where is True else where)
+            self._faces[name] = DistinctImages(pair_set, cache, AlternatingOrder(pair_set.labels))
+        return self._faces[name]
+
+    def prepare_data(self) -> None:
+        # Once per node (Lightning calls this on local rank 0 only): decode, align and cache every val face,
+        # so that each rank's setup finds them cached and validation never decodes.
+        for name in self.val_set_names:
+            self.val_faces(name).fill(self.hparams.num_workers)
+
     def setup(self, stage: str) -> None:
         # Open everything now: a missing path or a broken pair set fails before the first training step.
         if stage == "fit":
             _ = self.train_set.labels  # reads every label once; a .rec checks them against its property file
         for name in self.val_set_names:
-            self.val_pair_set(name)
+            self.val_faces(name)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -217,12 +241,9 @@ class FaceDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> list[DataLoader]:
-        loaders = []
-        for name in self.val_set_names:
-            pair_set = self.val_pair_set(name)
-            loaders.append(DataLoader(pair_set, batch_size=self.hparams.batch_size,
-                                      sampler=AlternatingOrder(pair_set.labels), num_workers=self.hparams.num_workers,
-                                      pin_memory=torch.cuda.is_available()))
-        return loaders
+        # 2 x batch_size faces per batch: the images of batch_size pairs, as in training
+        return [DataLoader(self.val_faces(name), batch_size=2 * self.hparams.batch_size, shuffle=False,
+                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available())
+                for name in self.val_set_names]
 
     test_dataloader = val_dataloader

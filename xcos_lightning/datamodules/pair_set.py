@@ -63,6 +63,16 @@ class PairSet(Dataset):
         self._face_keys = None
         return self
 
+    def subset(self, indices: Sequence[int], name: str | None = None) -> "PairSet":
+        """The pairs ``indices`` as a new PairSet with the same preprocessing (and the same chosen faces when
+        aligned: nothing is detected again)."""
+        images = [2 * int(i) + side for i in indices for side in (0, 1)]
+        part = PairSet([self.sources[j] for j in images], self.labels[list(indices)],
+                       name or f"{self.name} ({len(indices)} pairs)", self.size, self.crop, self.crop_center)
+        if self.alignment is not None:
+            part.alignment = self.alignment.subset(images)
+        return part
+
     def face_keys(self) -> list[str]:
         """Per image ``j`` (``2N``): what makes its face, as text: the source's content hash, the face size and
         either the alignment matrix used or the crop. Equal keys give equal faces (a renamed copy included);
