@@ -30,9 +30,15 @@ def test_twenty_steps_follow_the_full_fc_loss_curve(tmp_path):
     partial = _load(_train(tmp_path / "partial", "partial", 2, 20) / "losses.pt")
     full = _load(_train(tmp_path / "full", "full", 2, 20) / "losses.pt")
     assert len(partial) == len(full) == 20 and full[-1] < 0.5 * full[0]  # it trains
-    torch.testing.assert_close(torch.tensor(partial), torch.tensor(full), rtol=0, atol=1e-5)
+    # The two heads sum the same terms in another order, so the losses start ~2e-7 apart (float32 rounding)
+    # and training amplifies that gap about tenfold every two steps after step 9 (measured on an AMD EPYC:
+    # 1.7e-6 at step 9, 1.5e-3 at step 19; an Intel Xeon stayed under 1e-5): the first 10 steps are held to
+    # rounding, the whole curve to 0.5 %, which a wrong gradient (a missed class, a dropped all-reduce) exceeds
+    # from the first steps on.
+    torch.testing.assert_close(torch.tensor(partial[:10]), torch.tensor(full[:10]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(partial), torch.tensor(full), rtol=5e-3, atol=0)
     ends = [_load(tmp_path / run / "head_end.pt") for run in ("partial", "full")]
-    torch.testing.assert_close(ends[0]["weight"], ends[1]["weight"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ends[0]["weight"], ends[1]["weight"], rtol=0, atol=2e-4)  # |w| <= 0.063
 
 
 @pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2)])

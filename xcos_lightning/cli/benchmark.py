@@ -63,7 +63,8 @@ EXTRA_KEYS = ("flip_unflipped_match", "flip_unflipped_nonmatch", "dpr_fmr_patche
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
-    parser.add_argument("--data", required=True, help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file>")
+    parser.add_argument("--data", required=True,
+                        help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> | list:[<root>:]<file>")
     parser.add_argument("--methods", required=True, help="comma-separated explainers, e.g. random,corrrise")
     parser.add_argument("--pairs", type=int, default=50, help="genuine pairs, and as many impostor pairs (default 50)")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md/.csv, results.json and plots")

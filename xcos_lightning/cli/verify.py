@@ -5,7 +5,8 @@
 
 - ``--model``: a ``.ckpt`` of this framework (xCos models also get the ``xcos`` score) or ``<format>:<path>``.
 - ``--data``: ``set.bin`` | ``lfw:<folder>`` (default crop: 120 px around (125, 125) of the 250x250 images,
-  resized to 112) | ``pairs:<root>:<pairs file>``; repeat for several sets. ``--crop`` overrides the crop.
+  resized to 112) | ``pairs:<root>:<pairs file>`` | ``list:[<root>:]<file>`` (one ``path_a path_b same`` per line);
+  repeat for several sets. ``--crop`` overrides the crop.
 - ``--align mtcnn``: detect every image's face (five landmarks) and warp it onto the ArcFace template, as the
   ``.bin`` sets and the papers are; landmarks are cached by file content, so a second run skips detection.
   Default ``none`` (the SPEC's crop), so numbers stay comparable with sets that are aligned already.
@@ -47,7 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--data", required=True, action="append",
-                        help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> (repeatable)")
+                        help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> | list:[<root>:]<file> "
+                             "(lines 'path_a path_b same') (repeatable)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="pairs per forward pass (default: 64 on a CPU, 256 on a GPU)")
     parser.add_argument("--no-flip", action="store_true", help="skip the mirrored image (flip TTA)")
