@@ -133,7 +133,7 @@ class FaceDataModule(L.LightningDataModule):
             classes of the margin head (``num_classes``, linked to the model by ``train.py``).
         val_sets: ``{name: data SPEC}``; a SPEC is ``path/set.bin``, ``lfw:<folder>`` (centre crop 120 px
             around (125, 125) of the 250x250 deep-funneled images, resized to ``size``) or
-            ``pairs:<root>:<pairs file>``. Logged as ``val/<name>/acc_cos``, ``val/<name>/acc_xcos``, ...
+            ``pairs:<root>:<pairs file>`` or ``list:[<root>:]<file>``. Logged as ``val/<name>/acc_cos``, ``val/<name>/acc_xcos``, ...
         align: a face detector (``mtcnn``, ``dlib``, ``package.module:function``) that aligns every val set's
             images (and identity-folder training photos with ``align_train``) onto the ArcFace template, as
             the papers' data are; landmarks are detected once at setup and cached by file content
