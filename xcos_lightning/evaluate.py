@@ -46,8 +46,8 @@ def faces_to_images(faces: Tensor, device: torch.device) -> Tensor:
 
 
 def default_batch_size(device: torch.device | str) -> int:
-    """Pairs per forward pass of evaluation on ``device``: 64 on a CPU (larger batches measured no faster on
-    2 cores), 256 on a GPU (fills it; 512 images of 112 x 112 use a few hundred MB)."""
+    """Pairs per forward pass of evaluation on ``device``: 64 on a CPU (``verify``'s earlier default, not tuned),
+    256 on a GPU (512 faces of 112 x 112 per forward, to keep it busy; not measured: no GPU was lent)."""
     return 256 if torch.device(device).type == "cuda" else 64
 
 

@@ -23,7 +23,6 @@ import tempfile
 import warnings
 import zlib
 from pathlib import Path
-
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -121,7 +120,7 @@ def _open(path: Path) -> tuple[np.ndarray, dict]:
 
 class FaceFileWriter:
     """A new face file filled row by row (:meth:`put`), moved into place by :meth:`commit` only once every row
-    is filled; :meth:`discard` (or an exception inside ``with``) removes the temporary file."""
+    is filled; :meth:`discard` removes the temporary file."""
 
     def __init__(self, path: Path, row_keys: list[str], shape: tuple[int, int]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,13 +163,6 @@ class FaceFileWriter:
     def discard(self) -> None:
         self.faces = None
         self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "FaceFileWriter":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is not None:
-            self.discard()
 
 
 class DistinctImages(Dataset):
@@ -222,7 +214,8 @@ class DistinctImages(Dataset):
         if self.cache is not None and not self.valid.all():
             for _ in self.batches(batch_size, num_workers):
                 pass
-            self.cached, self.valid = self.cache.read(self.cache_key, self.keys, self.shape)
+            # the file was just written from these rows: mapping it is enough, no second checksum pass
+            self.cached, self.valid = self.cache.map(self.cache_key, self.keys, self.shape)
         return self
 
     def batches(self, batch_size: int, num_workers: int, pin_memory: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
