@@ -6,6 +6,7 @@ from typing import Callable, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -14,6 +15,7 @@ from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import faces_to_images, scores_from_grids
 from xcos_lightning.metrics.verification_metric import VerificationMetric
 from xcos_lightning.io.checkpoint import part_config
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.models.backbone import GridBackbone, grid_embedding
 from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_for_device
 from xcos_lightning.models.margins import ArcFace, MarginHead
@@ -94,7 +96,7 @@ class XCosModule(L.LightningModule):
             attention = LearnedAttention(backbone.grid_channels)
         self.model = XCosModel(backbone, attention if xcos else None)
         self.head = (head or ArcFace)(backbone.embedding_dim, num_classes)
-        self.teacher = None if teacher == "self" else Teacher(_load_teacher(teacher))
+        self.teacher = None if teacher == "self" else Teacher(load_model(teacher))
         self.val_metrics = nn.ModuleDict()
         self._val_grids: dict[int, list[tuple[Tensor, Tensor]]] = {}  # per val loader: (index, grid) batches
         if nonfinite not in ("raise", "skip"):
@@ -418,12 +420,4 @@ def _zero_momentum(optimizer: torch.optim.Optimizer) -> None:
 
 def _from_cli() -> bool:
     """True while LightningCLI instantiates the module: it then records the parts as config, not objects."""
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
     return _given_hyperparameters.get() is not None
-
-
-def _load_teacher(spec: str) -> nn.Module:
-    from xcos_lightning.io.spec import load_model
-
-    return load_model(spec)

@@ -1,4 +1,8 @@
-"""Explainer registry: methods register their class by name; every caller builds them with ``build_explainer``."""
+"""Explainer registry: methods register their class by name; every caller builds them with ``build_explainer``.
+
+The package's ``__init__`` imports every built-in method's module, so they are registered before any caller of
+this module runs (importing it imports the package first).
+"""
 from __future__ import annotations
 
 import inspect
@@ -32,13 +36,11 @@ def register_explainer(name: str) -> Callable[[E], E]:
 
 def list_explainers() -> list[str]:
     """Names accepted by ``create_explainer`` and ``build_explainer``."""
-    _import_builtin_explainers()
     return sorted(_EXPLAINERS)
 
 
 def create_explainer(name: str, **kwargs) -> Explainer:
     """Build the explainer registered as ``name`` with its constructor's keyword arguments."""
-    _import_builtin_explainers()
     if name not in _EXPLAINERS:
         raise KeyError(f"unknown explainer {name!r}; choose one of {sorted(_EXPLAINERS)}")
     return _EXPLAINERS[name](**kwargs)
@@ -60,7 +62,6 @@ def build_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
     (Grad-CAM finds its layer itself, ``gradcam.default_target_layer``). Raises ``ModelSpecError`` naming
     the method for a model it cannot explain or an option it does not take.
     """
-    _import_builtin_explainers()
     if name not in _EXPLAINERS:
         raise ModelSpecError(f"unknown explainer {name!r}; choose one of {sorted(_EXPLAINERS)}")
     cls = _EXPLAINERS[name]
@@ -99,10 +100,3 @@ def _literal(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def _import_builtin_explainers() -> None:
-    # Importing the modules runs their @register_explainer decorators.
-    from xcos_lightning.explain import (  # noqa: F401
-        corrrise, gradcam, occlusion, random_map, rise, srise, xcos_intrinsic, xssab,
-    )

@@ -1,4 +1,6 @@
 """Face networks: backbones (registry), grid head, margin heads, xCos attention, teacher."""
+# Importing the trunk modules runs their @register_trunk decorators.
+from xcos_lightning.models import iresnet, mobilefacenet, timm_trunk, tiny  # noqa: F401
 from xcos_lightning.models.backbone import GridBackbone, GridHead, create_backbone
 from xcos_lightning.models.margins import ArcFace, CosFace, MarginHead
 from xcos_lightning.models.partial_fc import PartialArcFace, PartialCosFace, PartialFC

@@ -6,7 +6,6 @@ never downloaded (``pretrained=False``); load your own with ``load_state_dict``.
 """
 from __future__ import annotations
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -27,6 +26,8 @@ class TimmTrunk(nn.Module):
 
     def __init__(self, model_name: str, output_stride: int | None = 16, **kwargs) -> None:
         super().__init__()
+        import timm  # here, not at the top: importing timm takes ~3.6 s, which every other model would pay
+
         if output_stride is not None:
             kwargs["output_stride"] = output_stride
         try:
