@@ -10,18 +10,31 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   decoded face is cached (detection itself is measured in BENCHMARKS.md, "Face detection and alignment");
 - with ``--train-config``: ``train.py validate`` of that config (the training-time validation, same set)
   cold and warm, beside the bare forward of that config's model (its grid, flip TTA);
-- the ratios to the bare forward.
+- with ``--compare SPEC [SPEC ...]``: ``explain.py compare`` of those models on the same set, cold (its own
+  empty face cache) and warm; its verification part is the ``[compare] verification of <SPEC> on <set>: N pairs
+  scored in S s`` lines it logs (the explainers and latency it also runs are left out: ``--methods random
+  --pairs 2 --steps 2``), beside each model's bare forward;
+- the ratios to the bare forward. Evaluation on a CPU runs a BatchNorm-folded, channels-last copy of the model
+  (``evaluate.forward_copy``), so the bare forward is timed with the same copy (and, as a row of its own, with
+  the model as loaded).
+
+With ``--forward-variants N`` it prints instead the bare forward of the first N distinct faces with the model
+as loaded, BatchNorm folded, channels-last, and both, in interleaved rounds (``--rounds``), the evidence for
+``forward_copy``.
 
     .venv/bin/python benchmarks/bench_eval.py [--model mobilefacenet:../shared/weights/mobilefacenet_128d.pt] \
         [--data lfw:../shared/data/lfw] [--align none|mtcnn] [--threads 2] [--workers 1] \
-        [--train-config configs/real/kz25_xcos_mobilefacenet.yaml]
+        [--train-config configs/real/kz25_xcos_mobilefacenet.yaml] [--compare SPEC SPEC] [--forward-variants 1024]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,16 +51,28 @@ from xcos_lightning.align.cache import CACHE_FILE  # noqa: E402
 from xcos_lightning.cli.face_args import make_aligner  # noqa: E402
 from xcos_lightning.datamodules.face_cache import DistinctImages  # noqa: E402
 from xcos_lightning.datamodules.pairs_file import load_pair_set  # noqa: E402
-from xcos_lightning.evaluate import default_batch_size, embed, faces_to_images  # noqa: E402
-from xcos_lightning.io.spec import input_size, load_model  # noqa: E402
+from xcos_lightning.evaluate import default_batch_size, embed, faces_to_images, forward_copy  # noqa: E402
+from xcos_lightning.explain.inference import fast_model  # noqa: E402
+from xcos_lightning.io.spec import INPUT_SIZE, input_size, load_model  # noqa: E402
+from xcos_lightning.models.device import set_channels_last  # noqa: E402
+
+SCORED = re.compile(r"\[compare\] verification of (.+) on \S+: \d+ pairs scored in ([\d.]+) s")
 
 
-def timed(command: list[str], env: dict) -> float:
+def timed(command: list[str], env: dict) -> tuple[float, str]:
+    """(wall seconds, stderr) of ``command`` run from the repository root."""
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, done.stderr
+
+
+def model_forward(model: torch.nn.Module):
+    """What evaluation computes per image with flip TTA: an xCos model's grid, else the embedding."""
+    if hasattr(model, "maps_from_grids"):
+        return lambda x: model.grid(x, flip_tta=True)
+    return lambda x: embed(model, x, flip=True)
 
 
 @torch.inference_mode()
@@ -68,6 +93,31 @@ def copy_landmarks(folder: Path) -> None:
             src.backup(dst)
 
 
+def forward_variants(model: torch.nn.Module, faces: torch.Tensor, batch: int, rounds: int) -> None:
+    """Bare forward of ``faces`` with ``model`` as loaded, folded, channels-last and both, interleaved rounds."""
+    variants = {"as loaded": model, "BatchNorm folded": fast_model(model, channels_last=False),
+                "channels-last": set_channels_last(copy.deepcopy(model), True),
+                "folded + channels-last": fast_model(model, channels_last=True)}
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, net in variants.items():
+            times[name].append(bare_forward(model_forward(net), faces, batch))
+    base = statistics.median(times["as loaded"])
+    print(f"{len(faces)} faces (+ mirrors), {batch} per forward, {rounds} interleaved rounds\n")
+    print("| forward | median s | ms per face (2 views) | x as loaded | rounds (s) |\n| --- | --- | --- | --- | --- |")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:.2f} | {1000 * med / len(faces):.2f} | {med / base:.2f}x | "
+              f"{', '.join(f'{v:.2f}' for v in values)} |")
+
+
+def distinct_faces(args: argparse.Namespace, size: tuple[int, int]):
+    """(pair set, uint8 faces ``(M, H, W, 3)`` of its distinct images) of ``--data`` at ``size``, decoded once."""
+    align = argparse.Namespace(align=args.align, on_miss="crop", min_face_size=20, cache_dir=None, no_cache=False)
+    pair_set = load_pair_set(args.data, size=size, aligner=make_aligner(align, size))
+    return pair_set, torch.stack([item["face"] for item in DistinctImages(pair_set)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilefacenet:../shared/weights/mobilefacenet_128d.pt")
@@ -76,23 +126,58 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--train-config", default=None, help="also time train.py validate of this config")
+    parser.add_argument("--compare", nargs="+", metavar="SPEC", default=None,
+                        help="also time explain.py compare of these models (its verification part)")
+    parser.add_argument("--skip-verify", action="store_true", help="leave out the verify rows")
+    parser.add_argument("--forward-variants", type=int, default=None, metavar="N",
+                        help="only compare the bare forward variants of --model on N distinct faces")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --forward-variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     model = load_model(args.model).eval()
     size = input_size(model)
-    align = argparse.Namespace(align=args.align, on_miss="crop", min_face_size=20, cache_dir=None, no_cache=False)
-    pair_set = load_pair_set(args.data, size=size, aligner=make_aligner(align, size))
-    faces = torch.stack([item["face"] for item in DistinctImages(pair_set)])  # decoded once, outside the timing
+    pair_set, faces = distinct_faces(args, size)  # decoded once, outside the timing
     batch = 2 * default_batch_size("cpu")
-    rows = [("bare forward, verify's model", bare_forward(lambda x: embed(model, x, flip=True), faces, batch))]
+    if args.forward_variants:
+        return forward_variants(model, faces[:args.forward_variants], batch, args.rounds)
+    rows = []  # (name, seconds, bare forward seconds it is compared with)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         cache.mkdir()
         copy_landmarks(cache)
-        verify = [sys.executable, "explain.py", "verify", "--model", args.model, "--data", args.data, "--align",
-                  args.align, "--on-miss", "crop", "--num-workers", str(args.workers), "--cache-dir", str(cache)]
-        rows += [("explain.py verify, cold", timed(verify, env)), ("explain.py verify, warm", timed(verify, env))]
+        if not args.skip_verify:
+            bare = bare_forward(model_forward(forward_copy(model)), faces, batch)
+            rows += [("bare forward, verify's model as loaded", bare_forward(model_forward(model), faces, batch), bare),
+                     ("bare forward, verify's model (folded, channels-last: what verify runs)", bare, bare)]
+            verify = [sys.executable, "explain.py", "verify", "--model", args.model, "--data", args.data, "--align",
+                      args.align, "--on-miss", "crop", "--num-workers", str(args.workers), "--cache-dir", str(cache)]
+            rows += [("explain.py verify, cold", timed(verify, env)[0], bare),
+                     ("explain.py verify, warm", timed(verify, env)[0], bare)]
+        if args.compare:
+            _, cmp_faces = (pair_set, faces) if size == INPUT_SIZE else distinct_faces(args, INPUT_SIZE)
+            bares = {spec: bare_forward(model_forward(forward_copy(load_model(spec).eval())), cmp_faces, batch)
+                     for spec in args.compare}
+            rows += [(f"bare forward, `{spec}` (folded, channels-last)", t, t) for spec, t in bares.items()]
+            rows.append(("bare forward, all compared models", sum(bares.values()), sum(bares.values())))
+            compare_cache = Path(tmp) / "compare_cache"  # not verify's: its faces would make compare's first run warm
+            compare_cache.mkdir()
+            copy_landmarks(compare_cache)
+            compare = [sys.executable, "explain.py", "compare", *args.compare, "--data", args.data, "--methods",
+                       "random", "--pairs", "2", "--steps", "2", "--latency-repeats", "1", "--out",
+                       str(Path(tmp) / "compare"), "--align", args.align, "--on-miss", "crop", "--num-workers",
+                       str(args.workers), "--cache-dir", str(compare_cache)]
+            for run in ("cold", "warm"):
+                wall, log = timed(compare, env)
+                scored = {spec: float(t) for spec, t in SCORED.findall(log)}
+                if set(scored) != set(args.compare):
+                    sys.exit(f"compare logged verification times of {sorted(scored)}, expected {args.compare}")
+                rows += [(f"explain.py compare {run}, verification of `{spec}`", t, bares[spec])
+                         for spec, t in scored.items()]
+                rows += [(f"explain.py compare {run}, verification of all models", sum(scored.values()),
+                          sum(bares.values())),
+                         (f"explain.py compare {run}, whole command (with 2-pair explainers, latency)", wall,
+                          sum(bares.values()))]
         if args.train_config:
             from lightning import LightningDataModule
 
@@ -104,21 +189,20 @@ def main() -> None:
                           save_config_callback=None, run=False,
                           args=["--config", args.train_config, "--trainer.logger", "false"])
             grid_model = cli.model.model.eval()
-            rows.append(("bare forward, the config's model (grid)",
-                         bare_forward(lambda x: grid_model.grid(x, flip_tta=True), faces, batch)))
+            bare = bare_forward(model_forward(grid_model), faces, batch)  # validation runs the model as it is
+            rows.append(("bare forward, the config's model (grid)", bare, bare))
             validate = [sys.executable, "train.py", "validate", "--config", args.train_config,
                         "--data.val_sets", json.dumps({"lfw": args.data}),
                         "--data.face_cache", str(Path(tmp) / "val_faces"), "--trainer.logger", "false",
                         "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false"]
             env_val = {**env, "XCOS_CACHE_DIR": str(cache)}
-            rows += [("train.py validate, cold", timed(validate, env_val)),
-                     ("train.py validate, warm", timed(validate, env_val))]
+            rows += [("train.py validate, cold", timed(validate, env_val)[0], bare),
+                     ("train.py validate, warm", timed(validate, env_val)[0], bare)]
     load = os.getloadavg()
     print(f"{args.data}: {len(pair_set)} pairs, {len(faces)} distinct faces of {size[0]}x{size[1]}, align "
           f"{args.align}; {args.threads} threads, {args.workers} decoding workers; load after {load[0]:.1f}\n")
-    print("| row | seconds | x bare forward |\n| --- | --- | --- |")
-    for name, seconds in rows:
-        base = rows[3][1] if "validate" in name else rows[0][1]
+    print("| row | seconds | x its bare forward |\n| --- | --- | --- |")
+    for name, seconds, base in rows:
         print(f"| {name} | {seconds:.1f} | {seconds / base:.2f}x |")
 
 

@@ -61,6 +61,10 @@ def test_compare_xcos_checkpoint_and_pretrained(xcos_ckpt, mobilefacenet_spec, l
     assert report.count('src="data:image/png;base64,') == 2 * (6 + 4) and "<script" not in report
     assert f'data-model="{mobilefacenet_spec}" data-metric="explain/random/deletion_genuine"' in report
     assert "[compare] model 2/2" in captured.err and "[benchmark]" in captured.err  # progress on stderr
+    # the verification part's wall time, one line per model and set (benchmarks/bench_eval.py --compare reads it)
+    for spec in (xcos_ckpt, mobilefacenet_spec):
+        assert f"[compare] verification of {spec} on " in captured.err
+    assert captured.err.count(f": {2 * PAIRS} pairs scored in ") == 2
 
 
 def test_compare_bad_input(xcos_ckpt, lfw_pairs, tmp_path, capsys):

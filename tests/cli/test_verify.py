@@ -15,7 +15,8 @@ from torch import nn
 from xcos_lightning.cli.explain import main
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.errors import ModelSpecError, VerificationSetError
-from xcos_lightning.evaluate import embed_pairs, pair_scores, score_pair_set
+from xcos_lightning.evaluate import embed_pairs, forward_copy, pair_scores, score_pair_set
+from xcos_lightning.io.spec import load_model
 from xcos_lightning.models import GridBackbone
 from xcos_lightning.module import XCosModule
 
@@ -188,6 +189,30 @@ def test_align_detects_once_then_reads_the_cache(shared_dir, tmp_path, mobilefac
     assert last_json(capsys.readouterr().out)[spec]["cos"] == first
     assert main([*argv, "--no-cache"]) == 0
     assert len(counting.CALLS) == 2 * distinct
+
+
+def test_folded_channels_last_forward_keeps_the_scores(shared_dir, mobilefacenet):
+    """On a CPU evaluation runs a BatchNorm-folded, channels-last copy; its scores equal the original model's
+    own forward pair by pair within float rounding: the real MobileFaceNet (BatchNorm statistics of its
+    training) and an xCos model whose BatchNorms saw data."""
+    torch.manual_seed(0)
+    xcos = XCosModule(GridBackbone("tiny", grid_channels=8), num_classes=5).model
+    with torch.no_grad():
+        xcos.train().grid(torch.rand(16, 3, 112, 112))  # running statistics away from (0, 1)
+    pairs = kz_pairs(shared_dir)
+    batch = [pairs[i] for i in range(len(pairs))]
+    a, b = (torch.stack([item[k] for item in batch]) for k in ("img_a", "img_b"))
+    for model in (load_model(mobilefacenet).eval(), xcos.eval()):
+        fast = forward_copy(model)
+        assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fast.modules()) < \
+            sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        assert next(p for p in fast.parameters() if p.ndim == 4).is_contiguous(memory_format=torch.channels_last)
+        scores = score_pair_set(model, pairs, batch_size=8, progress=False)
+        with torch.no_grad():
+            direct = pair_scores(model, a, b)
+        for kind, value in direct.items():
+            assert torch.allclose(scores[kind], value, atol=1e-5), kind
+        assert not torch.allclose(scores["cos"], scores["cos"].mean())  # not a constant score
 
 
 def load_sources(spec: str):

@@ -108,11 +108,14 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def accuracy(model: nn.Module, pair_set: PairSet, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """``{"cos": {"acc", "acc_std"}, ["xcos": ...]}``: 10-fold accuracy in ``[0, 1]`` with flip TTA."""
+def accuracy(spec: str, model: nn.Module, pair_set: PairSet, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``{"cos": {"acc", "acc_std"}, ["xcos": ...]}``: 10-fold accuracy in ``[0, 1]`` with flip TTA. Logs the
+    scoring's wall time (decoding or cache reads, forwards, scores), the verification part of compare."""
+    start = time.perf_counter()
     scores = score_pair_set(model, pair_set, args.batch_size or default_batch_size(model_device(model)), flip=True,
                             num_workers=args.num_workers, desc=f"accuracy {pair_set.name}", cache=make_face_cache(args))
     labels = scores.pop("label")
+    log(f"verification of {spec} on {pair_set.name}: {len(labels)} pairs scored in {time.perf_counter() - start:.1f} s")
     return {kind: kfold_accuracy(s, labels, FOLDS) for kind, s in scores.items()}
 
 
@@ -152,7 +155,7 @@ def compare_model(spec: str, sets: dict[str, PairSet], faith_set: PairSet, metho
                                     "xcos_head": xcos}
     row["latency_ms_per_pair"] = latency_ms(model, next(iter(sets.values())), args.latency_repeats, device)
     for name, pair_set in sets.items():
-        measured = accuracy(model, pair_set, args)
+        measured = accuracy(spec, model, pair_set, args)
         for kind in ("cos", "xcos"):
             m = measured.get(kind, {"acc": math.nan, "acc_std": math.nan})
             row[f"verify/{name}/acc_{kind}"], row[f"verify/{name}/acc_{kind}_std"] = m["acc"], m["acc_std"]

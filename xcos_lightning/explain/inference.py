@@ -18,6 +18,8 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from xcos_lightning.models.device import image_entry, set_channels_last
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -80,18 +82,30 @@ def inference_copy(model: nn.Module, channels_last: bool = False) -> nn.Module:
     return fast.to(memory_format=torch.channels_last) if channels_last else fast
 
 
+def fast_model(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Private eval-mode copy of ``model`` with the same methods, for no-grad forwards: its image entry
+    (``image_entry``: an ``XCosModel``'s backbone, which ``grid``, ``forward`` and ``pair_scores`` all call,
+    else ``model`` itself) replaced by its ``inference_copy`` (BatchNorm folded), and with ``channels_last``
+    channels-last weights and images (``set_channels_last``: callers pass ``(B, 3, H, W)`` as usual). The same
+    functions up to float rounding; ``model`` is untouched. The copy does not follow later weight updates."""
+    entry = image_entry(model)
+    folded = inference_copy(entry)
+    if entry is model:
+        return set_channels_last(folded, channels_last)
+    fast = copy.deepcopy(model).eval()
+    fast.backbone = folded  # image_entry of an XCosModel is its backbone
+    return set_channels_last(fast, channels_last)
+
+
 def fast_embedding(model: nn.Module, bf16: bool = False) -> Callable[[Tensor], Tensor]:
-    """Embedding function for many no-grad forwards of perturbed images: an ``inference_copy`` of ``model``
+    """Embedding function for many no-grad forwards of perturbed images: a ``fast_model`` of ``model``
     (channels-last on CPU) built for its current weights; images ``(B, 3, H, W)`` -> float32 ``(B, D)``.
 
     The copy does not follow later weight updates: build a new one after each training step.
     """
-    channels_last = next(model.parameters()).device.type == "cpu"
-    fast = inference_copy(model, channels_last)
+    fast = fast_model(model, channels_last=next(model.parameters()).device.type == "cpu")
 
     def embed(x: Tensor) -> Tensor:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             return fast(x).float()
 
