@@ -1,16 +1,20 @@
 """``XCosModule``: the LightningModule. It wires injected parts together; the maths lives in ``models``."""
 from __future__ import annotations
 
+import time
 from typing import Callable, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 
+from xcos_lightning.datamodules.pair_sampling import TrainPairs
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import faces_to_images, scores_from_grids
 from xcos_lightning.metrics.verification_metric import VerificationMetric
@@ -21,7 +25,7 @@ from xcos_lightning.models.device import ChannelsLast, compile_trunk, prepare_fo
 from xcos_lightning.models.margins import ArcFace, MarginHead
 from xcos_lightning.models.partial_fc import PartialFC
 from xcos_lightning.models.teacher import Teacher
-from xcos_lightning.models.xcos import LearnedAttention
+from xcos_lightning.models.xcos import CorrelationAttention, LearnedAttention, patched_cosine
 from xcos_lightning.models.xcos_model import XCosModel
 from xcos_lightning.optim import JointOptimizer
 
@@ -43,7 +47,9 @@ class XCosModule(L.LightningModule):
             own SGD (same lr, momentum, weight decay and schedule, logged as ``train/lr/head``); its
             checkpoints hold the full matrix and momentum and resume on any number of ranks. Its
             ``train/id_acc`` counts the classes scored in the step (all of them at ``sample_rate`` 1).
-        xcos: train the xCos branch. attention: its attention module (default learned, paper layout).
+        xcos: train the xCos branch. attention: its attention module (default learned, paper layout); a
+            :class:`~xcos_lightning.models.CorrelationAttention` ("P") is fitted at the start of every training
+            epoch on training pairs with the current trunk (``_fit_correlation_attention``).
         teacher: model SPEC of a frozen teacher (checkpoint of this framework or ``<format>:<path>``), or
             ``"self"``: this model's own detached flattened-embedding cosine.
         lambda_ce: weight of the identification loss (paper 0.5).
@@ -272,6 +278,53 @@ class XCosModule(L.LightningModule):
             return self.teacher.pair_cosine(img_a, img_b)
         ea, eb = emb.detach().chunk(2)
         return F.cosine_similarity(ea.float(), eb.float(), dim=1)
+
+    # --------------------------------------------------- correlation attention
+    def on_train_epoch_start(self) -> None:
+        # Lightning skips this hook when it resumes mid-epoch: such a run keeps its checkpoint's weights, those
+        # fitted at the start of that epoch.
+        if isinstance(self.model.attention, CorrelationAttention):
+            self._fit_correlation_attention(self.model.attention)
+
+    @torch.no_grad()
+    def _fit_correlation_attention(self, attention: CorrelationAttention) -> None:
+        """Fit the "P" weights for this epoch's training: the current trunk's cell cosines S (eval mode, so no
+        BatchNorm statistic moves) against the cosine the xCos score regresses to (the teacher's, or the
+        model's own with ``teacher="self"``) on ``attention.fit_pairs`` of this epoch's training pairs (all of
+        them if there are fewer), anchors drawn by a generator seeded by (data seed, epoch): the same pairs,
+        hence the same weights, on any number of ranks and after a resume. Each rank scores every
+        world_size-th pair; every rank fits on all of them, all-gathered."""
+        train = self.trainer.train_dataloader
+        pairs = getattr(train, "dataset", None)
+        if not isinstance(pairs, TrainPairs):
+            raise TypeError(f"CorrelationAttention is fitted on the training loader's TrainPairs (draw keys "
+                            f"epoch * N + anchor); this training loader's dataset is a {type(pairs).__name__}")
+        epoch, world = self.current_epoch, self.trainer.world_size
+        count = min(attention.fit_pairs, len(pairs))
+        keys = epoch * len(pairs) + np.random.default_rng((pairs.seed, epoch)).permutation(len(pairs))[:count]
+        mine = keys[self.global_rank::world].tolist()
+        share = -(-count // world)  # equal shapes for all_gather; the padding is masked out
+        cells = torch.zeros(share, *attention.weights.shape, device=self.device)
+        targets = torch.zeros(share, device=self.device)
+        valid = (torch.arange(share, device=self.device) < len(mine)).long()
+        loader = DataLoader(Subset(pairs, mine), batch_size=train.batch_size, num_workers=train.num_workers,
+                            worker_init_fn=train.worker_init_fn)
+        training, done, started = self.model.training, 0, time.perf_counter()
+        self.model.eval()
+        for batch in loader:
+            img_a, img_b = batch["img_a"].to(self.device), batch["img_b"].to(self.device)
+            with self.trainer.precision_plugin.forward_context():
+                grids = self.model.grid(torch.cat([img_a, img_b]))
+                cells[done:done + len(img_a)] = patched_cosine(*grids.chunk(2))
+                targets[done:done + len(img_a)] = self._teacher_cosine(img_a, img_b, grid_embedding(grids))
+            done += len(img_a)
+        self.model.train(training)
+        if world > 1:
+            cells, targets, valid = (self.all_gather(t).flatten(0, 1) for t in (cells, targets, valid))
+        weights = attention.fit(cells[valid.bool()], targets[valid.bool()])
+        rank_zero_info(f"CorrelationAttention fitted on {count} training pairs for epoch {epoch} in "
+                       f"{time.perf_counter() - started:.1f} s: weights {weights.min():.4f}..{weights.max():.4f} "
+                       f"(uniform {1 / weights.numel():.4f})")
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -50,27 +50,40 @@ class UniformAttention(nn.Module):
 
 
 class CorrelationAttention(nn.Module):
-    """Variant "P": fixed weights from the per-cell Pearson correlation between the cell cosine and
-    the teacher cosine over training pairs (see ``fit``); stored as a buffer so checkpoints keep them.
+    """Variant "P": fixed weights ``(h, w)``, the per-cell Pearson correlation between the cell cosine and the
+    teacher cosine over training pairs (see ``fit``), clipped at 0 and summing to 1 (the xCos paper, eq. 6).
+
+    ``grid_size``: the trunk's grid (an int for a square one). ``XCosModule`` fits the weights at the start of
+    every training epoch from ``fit_pairs`` training pairs (default 1,024: a correlation's standard error is
+    at most ``1/sqrt(N)``, about 0.03); until then they are uniform (variant "U"). ``weights`` is a buffer, so
+    checkpoints keep them.
     """
 
-    def __init__(self, grid_size: int = 7) -> None:
+    def __init__(self, grid_size: int | tuple[int, int] = 7, fit_pairs: int = 1024) -> None:
         super().__init__()
-        self.init_args = {"grid_size": grid_size}
-        self.register_buffer("weights", torch.full((grid_size, grid_size), 1.0 / grid_size**2))
+        if fit_pairs < 2:
+            raise ValueError(f"CorrelationAttention fit_pairs={fit_pairs}: a correlation needs at least 2 pairs")
+        self.init_args = {"grid_size": grid_size, "fit_pairs": fit_pairs}
+        self.fit_pairs = fit_pairs
+        h, w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+        self.register_buffer("weights", torch.full((h, w), 1.0 / (h * w)))
 
     def forward(self, grid_a: Tensor, grid_b: Tensor) -> Tensor:
         return self.weights.expand(grid_a.shape[0], -1, -1)
 
     @torch.no_grad()
     def fit(self, cos_maps: Tensor, teacher_cos: Tensor) -> Tensor:
-        """Set the weights from cell cosines ``(N, h, w)`` and teacher cosines ``(N,)`` of N training pairs.
+        """Set the weights from cell cosines ``(N, h, w)`` in [-1, 1] and teacher cosines ``(N,)`` of N training
+        pairs.
 
         Negative correlations are clipped to 0 (a cell that disagrees with the teacher gets no say);
         the weights are normalised to sum to 1. Returns the ``(h, w)`` weights.
         """
+        if cos_maps.shape[1:] != self.weights.shape:
+            raise ValueError(f"correlation attention of grid_size {tuple(self.weights.shape)} got cell cosines of "
+                             f"shape {tuple(cos_maps.shape[1:])}: set grid_size to the trunk's grid")
         if cos_maps.shape[0] < 2:
-            raise ValueError("correlation attention needs at least 2 training pairs")
+            raise ValueError(f"correlation attention needs at least 2 training pairs, got {cos_maps.shape[0]}")
         x = cos_maps.flatten(1).double()
         y = teacher_cos.double()
         xc, yc = x - x.mean(0), y - y.mean()
