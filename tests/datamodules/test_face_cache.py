@@ -39,6 +39,21 @@ def test_second_pass_reads_every_face_from_the_cache(tmp_path):
     assert {k: f.tobytes() for k, f in _all_faces(warm).items()} == {k: f.tobytes() for k, f in faces.items()}
 
 
+def test_without_a_cache_no_file_is_hashed(tmp_path, monkeypatch):
+    """--no-cache: the distinct faces come from the sources themselves; no file is read and hashed before its
+    decoding, and the faces equal the cached path's."""
+    hashed = []
+    monkeypatch.setattr("xcos_lightning.datamodules.pair_set.content_key", lambda data: hashed.append(data) or str(hash(data)))
+    pair_set = _pair_set(tmp_path)
+    images = DistinctImages(pair_set)
+    assert hashed == [] and len(images) == 5
+    faces = _all_faces(images)
+    assert hashed == []
+    for j in range(len(pair_set.sources)):  # each pair slot points at its own file's face
+        np.testing.assert_array_equal(faces[int(images.slot[j])], pair_set.load_image(j))
+    assert len(DistinctImages(_pair_set(tmp_path), FaceCache(tmp_path / "cache"))) == 5 and len(hashed) == 5
+
+
 def test_other_preprocessing_is_another_key(tmp_path):
     cache = FaceCache(tmp_path / "cache")
     _all_faces(DistinctImages(_pair_set(tmp_path), cache))

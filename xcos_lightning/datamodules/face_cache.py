@@ -167,7 +167,8 @@ class FaceFileWriter:
 
 class DistinctImages(Dataset):
     """The distinct faces of a :class:`PairSet` (equal :meth:`PairSet.face_keys`: same content, same
-    preprocessing), each decoded (and aligned) once, or read from ``cache`` when it holds them.
+    preprocessing; without ``cache`` or alignment: the same source), each decoded (and aligned) once, or read
+    from ``cache`` when it holds them.
 
     Item ``k``: ``{"index": k, "face": uint8 (H, W, 3) RGB}``. ``slot`` int64 ``(2N,)``: the item holding pair
     image ``j`` (``2i`` = side a, ``2i + 1`` = side b of pair ``i``). Items are numbered in the order their
@@ -178,7 +179,10 @@ class DistinctImages(Dataset):
 
     def __init__(self, pair_set: PairSet, cache: FaceCache | None = None, pair_order: Iterable[int] | None = None) -> None:
         self.pair_set, self.cache = pair_set, cache
-        keys, item_of = pair_set.face_keys(), {}
+        # Without a cache nothing needs content keys unless the aligner made them already: the same source is
+        # the same face (a renamed copy is then decoded twice), and no file is read before its decoding.
+        keyed = cache is not None or pair_set.alignment is not None
+        keys, item_of = pair_set.face_keys() if keyed else pair_set.sources, {}
         self.first: list[int] = []  # pair image index of each item's first occurrence
         slot = torch.empty(len(keys), dtype=torch.long)
         for i in range(len(pair_set)) if pair_order is None else pair_order:

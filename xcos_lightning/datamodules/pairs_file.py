@@ -75,6 +75,15 @@ def parse_pairs(path: str | Path) -> list[tuple[str, int, str, int]]:
     return pairs
 
 
+def require_images(paths: list[Path], listed_in: Path, named_by: str, hint: str) -> None:
+    """Raise one DataFormatError counting the files of ``paths`` (listed in ``listed_in``, a ``named_by``) that
+    do not exist and naming the first five, then ``hint``."""
+    missing = sorted({p for p in paths if not p.is_file()})
+    if missing:
+        raise DataFormatError(f"{listed_in}: {len(missing)} images named by the {named_by} are missing, e.g. "
+                              f"{[str(p) for p in missing[:5]]}; {hint}")
+
+
 _SAME = {"1": True, "true": True, "same": True, "genuine": True,
          "0": False, "false": False, "diff": False, "different": False, "impostor": False}
 
@@ -107,10 +116,7 @@ def read_pairs_list(list_path: str | Path, root: str | Path | None = None, size:
         labels.append(same)
     if not labels:
         raise DataFormatError(f"{list_path}: no pair lines found")
-    missing = sorted({p for p in sources if not p.is_file()})
-    if missing:
-        raise DataFormatError(f"{list_path}: {len(missing)} images named by the pairs list are missing, e.g. "
-                              f"{[str(p) for p in missing[:5]]}; paths are relative to {root}")
+    require_images(sources, list_path, "pairs list", f"paths are relative to {root}")
     pair_set = PairSet(sources, labels, str(list_path), size, crop)
     return pair_set.check() if check else pair_set
 
@@ -126,10 +132,7 @@ def read_pairs_file(pairs_path: str | Path, root: str | Path, size: int = 112, c
     pairs_path, root = Path(pairs_path), Path(root)
     pairs = parse_pairs(pairs_path)
     sources = [root / name / f"{name}_{i:04d}{ext}" for a, i, b, j in pairs for name, i in ((a, i), (b, j))]
-    missing = sorted({p for p in sources if not p.is_file()})
-    if missing:
-        raise DataFormatError(f"{pairs_path}: {len(missing)} images named by the pairs file are missing under "
-                              f"{root}, e.g. {[str(p) for p in missing[:5]]}; check the root folder and extension")
+    require_images(sources, pairs_path, "pairs file", f"looked under {root}: check the root folder and extension")
     pair_set = PairSet(sources, [a == b for a, _, b, _ in pairs], str(pairs_path), size, crop, crop_center)
     return pair_set.check() if check else pair_set
 
