@@ -118,7 +118,7 @@ class Flatten(nn.Module):
 def test_distinct_images_path_equals_the_pair_loop(shared_dir):
     pair_set = kz_pairs(shared_dir)
     pair_set.sources[3] = pair_set.sources[0]  # a repeated image is embedded once
-    model = Flatten()
+    model = Flatten().eval()
     scores = score_pair_set(model, pair_set, batch_size=6, progress=False)
     batch = [pair_set[i] for i in range(len(pair_set))]
     a, b = (torch.stack([item[k] for item in batch]) for k in ("img_a", "img_b"))

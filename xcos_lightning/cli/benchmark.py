@@ -46,11 +46,11 @@ import torch
 
 from xcos_lightning.cli.benchmark_report import (COLUMNS, benchmark_report, compare_with_baseline, comparison_table,
                                                  json_safe, markdown_table, write_outputs)
-from xcos_lightning.cli.face_args import add_align_args, make_aligner
+from xcos_lightning.cli.face_args import add_align_args, add_size_args, face_size, make_aligner
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.explain.registry import list_explainers, parse_method
-from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, load_model
 from xcos_lightning.metrics.faithfulness import FILLS
 from xcos_lightning.metrics.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, ProtocolConfig, evaluate_pair_set
 from xcos_lightning.models.device import prepare_for_device
@@ -98,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "--methods (default random)")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples for the 95%% intervals of those differences (default 1000; 0: none)")
+    add_size_args(parser)
     add_align_args(parser)
     return parser
 
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, methods: list[str], config: ProtocolConfig) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = prepare_for_device(load_model(args.model), device).eval()
-    pair_set = load_pair_set(args.data, size=input_size(model), aligner=make_aligner(args, input_size(model), device))
+    size = face_size(args, model)
+    pair_set = load_pair_set(args.data, size=size, crop=args.crop, aligner=make_aligner(args, size, device))
     measured = evaluate_pair_set(model, pair_set, methods, config, pairs=args.pairs,
                                  threshold=args.threshold, explainer_options=explainer_options(args), device=device,
                                  log=log, examples=EXAMPLES if args.out is not None else 0)

@@ -42,7 +42,7 @@ from xcos_lightning.cli.benchmark import log as benchmark_log
 from xcos_lightning.cli.benchmark_report import (COLUMNS, IDENTIFICATION_COLUMNS, PLOTS, example_figures, figure_html,
                                                  html_table, json_safe, write_report)
 from xcos_lightning.datamodules.pair_set import PairSet
-from xcos_lightning.cli.face_args import add_align_args, make_aligner, make_face_cache
+from xcos_lightning.cli.face_args import add_align_args, add_size_args, face_size, make_aligner, make_face_cache
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import DataFormatError
 from xcos_lightning.evaluate import default_batch_size, model_device, score_pair_set
@@ -53,7 +53,7 @@ from xcos_lightning.metrics.protocols import (DEFAULT_PROTOCOLS, PairSetResults,
                                               select_pairs)
 from xcos_lightning.metrics.verification import kfold_accuracy
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.io.spec import INPUT_SIZE, MODEL_SPEC_HELP, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, load_model
 
 FOLDS = 10
 WARMUP = 3
@@ -87,6 +87,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model (default 20)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--json", action="store_true", help="print {SPEC: {metric: value}} as the last line")
+    add_size_args(parser)
     add_align_args(parser)
     return parser
 
@@ -251,9 +252,10 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     sets: dict[str, PairSet] = {}
-    aligner = make_aligner(args, INPUT_SIZE, device)  # one face size for every model compared: the template's
+    size = face_size(args)  # one face size for every model compared: --size, else the template's
+    aligner = make_aligner(args, size, device)
     for spec in dict.fromkeys(args.data):  # every set is checked (and aligned) before any model runs
-        pair_set = load_pair_set(spec, aligner=aligner)
+        pair_set = load_pair_set(spec, size=size, crop=args.crop, aligner=aligner)
         if args.verify_pairs is not None:
             fewest = int(min(pair_set.labels.sum(), (~pair_set.labels).sum()))
             if not 1 <= args.verify_pairs <= fewest:
@@ -265,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
         sets[spec] = pair_set
     # The faithfulness pairs come from the full first set, not from its --verify-pairs subset.
     first_spec = next(iter(sets))
-    faith_set = load_pair_set(first_spec, aligner=aligner) if args.verify_pairs is not None else sets[first_spec]
+    faith_set = (load_pair_set(first_spec, size=size, crop=args.crop, aligner=aligner) if args.verify_pairs is not None
+                 else sets[first_spec])
     table, measured = {}, {}
     for n, spec in enumerate(dict.fromkeys(args.models), 1):
         log(f"model {n}/{len(args.models)}: {spec}")

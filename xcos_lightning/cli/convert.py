@@ -1,6 +1,6 @@
 """Convert face data between the formats users hold, without mxnet.
 
-    python -m xcos_lightning.cli.convert rec <identity-folder root> <out.rec> [--size 112] [--crop N]
+    python -m xcos_lightning.cli.convert rec <identity-folder root> <out.rec> [--size 112] [--crop N] [--align mtcnn]
     python -m xcos_lightning.cli.convert bin <data SPEC> <out.bin> [--size 112] [--crop N] [--no-check]
     python -m xcos_lightning.cli.convert align <identity folders | data SPEC> <out folder | out.rec | out.bin>
         [--align mtcnn] [--on-miss skip|crop|error] [--size 112] [--num-workers 2]
@@ -8,7 +8,10 @@
 ``rec`` packs ``root/<identity>/<image>`` into ``out.rec`` + ``out.idx`` + ``property`` (MS1M layout:
 header record 0, images at keys 1..N, labels = identities sorted by folder name). ``bin`` writes any pair
 set (``lfw:<folder>``, ``pairs:<root>:<pairs file>``, another ``.bin``) as an insightface ``.bin``.
-Aligned JPEG/PNG images that need no crop/resize are stored byte for byte; the others are re-encoded.
+Aligned JPEG/PNG images that need no crop/resize are stored byte for byte; the others are re-encoded. ``--crop``
+and ``--size`` follow the rule of every command (``image_io.prepare``): without ``--crop`` a photo not of the
+face's aspect is cut to its largest centred region of that aspect, never stretched. ``rec --align mtcnn`` is
+``align`` into a ``.rec``.
 
 ``align`` detects every photo's face (five landmarks; MTCNN by default), warps it onto the ArcFace template and
 writes aligned identity folders (same relative paths), a ``.rec`` (from identity folders) or a ``.bin`` (from
@@ -28,7 +31,7 @@ import warnings
 from pathlib import Path
 
 from xcos_lightning.align import Face
-from xcos_lightning.cli.face_args import add_align_args, make_aligner
+from xcos_lightning.cli.face_args import add_align_args, add_size_args, make_aligner
 from xcos_lightning.datamodules.aligned import SourceAlignment
 from xcos_lightning.datamodules.image_folder import IdentityFolderDataset
 from xcos_lightning.datamodules.image_io import encode_for_storage, encode_image
@@ -94,7 +97,7 @@ def align(src: str, out: Path, args: argparse.Namespace) -> str:
     seeded = _seed_cache(aligner, sidecar_paths(out)[0])
     folder = Path(src)
     if folder.is_dir():
-        data = IdentityFolderDataset(folder, size=args.size)
+        data = IdentityFolderDataset(folder, size=args.size, crop=args.crop)  # the crop: misses' fallback
         names = [str(p.relative_to(folder)) for p in data.paths]
         sources = data.paths
     else:
@@ -102,7 +105,7 @@ def align(src: str, out: Path, args: argparse.Namespace) -> str:
             raise DataFormatError(f"convert align {src}: a pair set is written as a .bin, not {out}")
         if on_miss == "skip":
             on_miss = "crop"  # a pair cannot lose one of its images
-        pairs = load_pair_set(src, size=args.size, check=not args.no_check)
+        pairs = load_pair_set(src, size=args.size, crop=args.crop, check=not args.no_check)
         names = [str(s) if isinstance(s, Path) else f"image {j}" for j, s in enumerate(pairs.sources)]
         sources = pairs.sources
     with warnings.catch_warnings():  # misses and small faces are counted in the report line instead
@@ -153,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--no-check", action="store_true", help="pair sets: write even if unusable for verification")
     add_align_args(aligned, default="mtcnn", on_miss=("skip", "crop", "error"),
                    on_miss_help="photo without a face: skip (default; pair sets: crop), crop (centre crop) or error")
+    rec.add_argument("--num-workers", type=int, default=2, help="--align: decoding workers (default 2)")
+    add_align_args(rec, on_miss=("skip", "crop", "error"),
+                   on_miss_help="--align: photo without a face: skip (default), crop (centre crop) or error")
     for sub in (rec, pairs, aligned):
-        sub.add_argument("--size", type=int, default=112, help="output side in px (default 112)")
-        sub.add_argument("--crop", type=int, default=None,
-                         help="centre-crop side in px before resizing (default: none; lfw: 120 around (125,125))")
+        add_size_args(sub, size_default=112)
         sub.add_argument("--format", choices=("JPEG", "PNG"), default="JPEG",
                          help="encoding of images that must be re-encoded (default JPEG quality 95)")
     return parser
@@ -165,10 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "rec":
+        if args.command == "rec" and args.align == "none":
             message = folders_to_rec(args.root, args.out, args.size, args.crop, args.format)
-        elif args.command == "align":
-            message = align(args.src, args.out, args)
+        elif args.command in ("rec", "align"):  # rec --align is align into a .rec
+            message = align(str(args.root if args.command == "rec" else args.src), args.out, args)
         else:
             message = pairs_to_bin(args.spec, args.out, args.size, args.crop, not args.no_check, args.format)
     except XCosError as exc:

@@ -1,12 +1,34 @@
-"""The face-alignment options shared by every command that reads photos (``verify``, ``pair``, ``benchmark``,
-``compare``, ``convert align``), the :class:`~xcos_lightning.align.FaceAligner` they describe, and the caches
-(landmarks, decoded faces) they share."""
+"""The face options shared by every command that reads photos (``verify``, ``pair``, ``benchmark``, ``compare``,
+``convert rec|bin|align``): ``--size`` and ``--crop`` (one rule: ``image_io.prepare``, a photo not of the face's
+aspect is cut to its largest centred region of that aspect, never stretched), the alignment options and the
+:class:`~xcos_lightning.align.FaceAligner` they describe, and the caches (landmarks, decoded faces) they share."""
 from __future__ import annotations
 
 import argparse
 
+from torch import nn
+
 from xcos_lightning.align import ON_MISS, FaceAligner, LandmarkCache, list_detectors
 from xcos_lightning.datamodules.face_cache import FaceCache
+from xcos_lightning.io.spec import input_size
+
+
+def add_size_args(parser: argparse.ArgumentParser, size_default: int | None = None) -> None:
+    """``--size`` (``size_default`` px, ``None``: the model's input size) and ``--crop``."""
+    group = parser.add_argument_group("face size and crop")
+    group.add_argument("--size", type=int, default=size_default,
+                       help=f"face side in px (default {size_default})" if size_default else
+                       "face side in px fed to the model (default: the model's input_size, 112x112 unless it "
+                       "declares another such as 112x96)")
+    group.add_argument("--crop", type=int, default=None,
+                       help="height in px of the centred region cut before resizing, its width of the face's aspect "
+                            "(default: the largest such region, the whole image when square; lfw: 120 around "
+                            "(125, 125)); with --align, the fallback of photos without a face")
+
+
+def face_size(args: argparse.Namespace, model: nn.Module | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the faces: ``--size`` squared when given, else ``model``'s input size (112 x 112 without one)."""
+    return (args.size, args.size) if args.size else input_size(model)
 
 
 def add_align_args(parser: argparse.ArgumentParser, default: str = "none", on_miss: tuple[str, ...] = ON_MISS,

@@ -13,7 +13,8 @@
   is warped onto the ArcFace template of ``--size`` px, and a second figure ``<out>_photos.png`` draws each
   method's maps back onto the original photos with every face's box, index and landmarks. A photo without a
   face is an error naming it, or with ``--on-miss crop`` centre-cropped (warned). ``--align none``: the largest
-  centred square (``--crop PX``: a PX x PX square around the centre), resized to ``--size``; for faces already
+  centred region of the face's aspect (``--crop PX``: PX high around the centre), resized to ``--size``, the
+  rule of every command; for faces already
   aligned, and for the 250 x 250 deep-funneled LFW images ``--crop 120`` is the ``lfw:`` protocol of ``verify``.
   A face upscaled more than 2x (a small face or a tiny image) is warned about.
 - ``--model``: a ``.ckpt`` of this framework, ``<format>:<path>`` or ``module:function`` (see ``explain.py
@@ -51,14 +52,14 @@ from torch import Tensor, nn
 
 from xcos_lightning.align import MAX_UPSCALE, Face, FaceAligner, warp_back
 from xcos_lightning.align.transform import scale_of
-from xcos_lightning.cli.face_args import add_align_args, make_aligner
-from xcos_lightning.datamodules.image_io import crop_box, open_image, prepare, to_tensor
+from xcos_lightning.cli.face_args import add_align_args, add_size_args, face_size, make_aligner
+from xcos_lightning.datamodules.image_io import crop_box, largest_crop, open_image, prepare, to_tensor
 from xcos_lightning.errors import DataFormatError, ModelSpecError
 from xcos_lightning.explain.base import PairExplanation
 from xcos_lightning.explain.figure import pair_figure, photo_figure
 from xcos_lightning.explain.registry import build_explainer, list_explainers
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, load_model
 
 MASK_METHODS = ("corrrise", "rise", "srise")  # take --n-masks
 
@@ -77,16 +78,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="xCos-score decision threshold of xCos models, S's colour centre (default: --threshold)")
     parser.add_argument("--n-masks", type=int, default=None,
                         help=f"masks for {', '.join(MASK_METHODS)} (default: the method's own, 500)")
-    parser.add_argument("--crop", type=int, default=None,
-                        help="--align none (or a photo without a face): side of the centred square cut before "
-                             "resizing (default: the largest)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="face side in px fed to the model (default: the model's input_size, 112x112 unless "
-                             "it declares another such as 112x96)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: torch's; 1 is fastest on a busy machine)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
+    add_size_args(parser)
     add_align_args(parser, default="mtcnn")
     parser.add_argument("--face", default=None, metavar="K|KA,KB",
                         help="face to explain in photos with several: K-th from the left (0-based), one for both "
@@ -142,8 +138,7 @@ def load_photo(path: Path, size: tuple[int, int], crop: int | None, aligner: Fac
             _warn_upscale(path, scale_of(matrix))
             return Photo(path, pixels, to_tensor(aligner.warp(pixels, chosen)), matrix, faces, located.chosen)
         warnings.warn(f"{path}: no face found; centre-cropped instead (--on-miss crop)", RuntimeWarning, stacklevel=2)
-    # the largest centred region of the face's aspect unless --crop says how high
-    side = crop or min(image.height, round(image.width * size[0] / size[1]))
+    side = crop or largest_crop(image.size, size)  # prepare's rule, kept here for the matrix back to the photo
     _warn_upscale(path, size[0] / side)
     face_img = to_tensor(prepare(image, size, side, where=str(path)))
     return Photo(path, pixels, face_img, _crop_matrix(pixels.shape, size, side), located.faces if aligner else ())
@@ -199,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataFormatError(f"image {path} does not exist")
     model = prepare_for_device(load_model(args.model), device).eval()
     methods = parse_methods(args.methods, model)
-    size = (args.size, args.size) if args.size else input_size(model)
+    size = face_size(args, model)
     aligner = make_aligner(args, size, device)
     photos = [load_photo(p, size, args.crop, aligner, k) for p, k in ((args.img_a, face_a), (args.img_b, face_b))]
     img_a, img_b = (p.face[None].to(device) for p in photos)

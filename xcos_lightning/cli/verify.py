@@ -30,14 +30,14 @@ import time
 
 import torch
 
-from xcos_lightning.cli.face_args import add_align_args, make_aligner, make_face_cache
+from xcos_lightning.cli.face_args import add_align_args, add_size_args, face_size, make_aligner, make_face_cache
 from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.pairs_file import load_pair_set
 from xcos_lightning.errors import VerificationSetError
 from xcos_lightning.evaluate import default_batch_size, score_pair_set
 from xcos_lightning.metrics.verification import verification_metrics
 from xcos_lightning.models.device import prepare_for_device
-from xcos_lightning.io.spec import MODEL_SPEC_HELP, input_size, load_model
+from xcos_lightning.io.spec import MODEL_SPEC_HELP, load_model
 
 FOLDS = 10
 
@@ -53,15 +53,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="pairs per forward pass (default: 64 on a CPU, 256 on a GPU)")
     parser.add_argument("--no-flip", action="store_true", help="skip the mirrored image (flip TTA)")
-    parser.add_argument("--crop", type=int, default=None,
-                        help="centre-crop side in px before resizing (default: the SPEC's; lfw: 120)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="face side in px fed to the model (default: the model's input_size, 112x112 unless "
-                             "it declares another such as 112x96)")
     parser.add_argument("--num-workers", type=int, default=1, help="image-decoding workers (default 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     parser.add_argument("--bf16", action="store_true", help="run the model under bfloat16 autocast")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
+    add_size_args(parser)
     add_align_args(parser)
     return parser
 
@@ -70,11 +66,11 @@ def log(message: str) -> None:
     print(f"[verify] {message}", file=sys.stderr, flush=True)
 
 
-def load_sets(specs: list[str], size: int | tuple[int, int], crop: int | None, aligner=None, num_workers: int = 0) -> dict[str, PairSet]:
-    """Every pair set, checked (and with ``aligner`` aligned) before any model runs (a broken set fails fast)."""
+def load_sets(args: argparse.Namespace, size: tuple[int, int], aligner=None) -> dict[str, PairSet]:
+    """Every ``--data`` set, checked (and with ``aligner`` aligned) before any model runs (a broken set fails fast)."""
     sets = {}
-    for spec in dict.fromkeys(specs):
-        pair_set = load_pair_set(spec, size=size, crop=crop, aligner=aligner, num_workers=num_workers)
+    for spec in dict.fromkeys(args.data):
+        pair_set = load_pair_set(spec, size=size, crop=args.crop, aligner=aligner, num_workers=args.num_workers)
         if len(pair_set) < FOLDS:
             raise VerificationSetError(f"{spec}: {len(pair_set)} pairs; {FOLDS}-fold accuracy needs at least {FOLDS}")
         sets[spec] = pair_set
@@ -107,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
     """Score every ``--data`` set with ``--model``; 0 on success (errors propagate as XCosError)."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = prepare_for_device(load_model(args.model), device).eval()
-    size = (args.size, args.size) if args.size else input_size(model)
+    size = face_size(args, model)
     batch_size = args.batch_size or default_batch_size(device)
     start = time.perf_counter()
-    sets = load_sets(args.data, size, args.crop, make_aligner(args, size, device), args.num_workers)
+    sets = load_sets(args, size, make_aligner(args, size, device))
     if args.align != "none":
         log(f"aligned with {args.align} in {time.perf_counter() - start:.1f} s")
     results, sizes = {}, {}

@@ -81,21 +81,32 @@ def crop_box(img_size: tuple[int, int], size: int | Sequence[int], crop: int,
     return left, top, left + crop_w, top + crop
 
 
+def largest_crop(img_size: tuple[int, int], size: int | Sequence[int]) -> int:
+    """Height in px of the largest centred region of the face's aspect (``size``: ``S`` or ``(H, W)``) inside an
+    image of ``img_size`` ``(width, height)``: the crop of :func:`prepare` when none is given."""
+    h, w = as_hw(size)
+    return min(img_size[1], img_size[0] * h // w)
+
+
 def prepare(img: Image.Image, size: int | Sequence[int], crop: int | None = None,
             crop_center: tuple[float, float] | None = None, where: str = "image") -> np.ndarray:
     """Cut the :func:`crop_box` of ``crop`` px around ``crop_center`` (default: image centre), resize to ``size``
-    (``S`` or ``(H, W)``); one rule for every face size: the crop has the face's aspect ratio.
+    (``S`` or ``(H, W)``); one rule for every face size: the crop has the face's aspect ratio. Without ``crop``
+    the :func:`largest_crop` around the image centre (the whole image when its aspect is the face's): a
+    non-square photo is cut, never stretched, by every command.
 
     Returns uint8 RGB ``(H, W, 3)``. A crop box leaving the image raises instead of padding silently.
     """
     h, w = as_hw(size)
-    if crop is not None:
-        left, top, right, bottom = crop_box(img.size, (h, w), crop, crop_center)
-        if left < 0 or top < 0 or right > img.width or bottom > img.height:
-            cx, cy = crop_center if crop_center is not None else (img.width / 2, img.height / 2)
-            raise DataFormatError(
-                f"{where}: crop {crop} px around ({cx}, {cy}) leaves the {img.width}x{img.height} image; "
-                "pick a smaller crop or the right centre")
+    if crop is None:
+        crop, crop_center = largest_crop(img.size, (h, w)), None
+    left, top, right, bottom = crop_box(img.size, (h, w), crop, crop_center)
+    if left < 0 or top < 0 or right > img.width or bottom > img.height:
+        cx, cy = crop_center if crop_center is not None else (img.width / 2, img.height / 2)
+        raise DataFormatError(
+            f"{where}: crop {crop} px around ({cx}, {cy}) leaves the {img.width}x{img.height} image; "
+            "pick a smaller crop or the right centre")
+    if (left, top, right, bottom) != (0, 0, img.width, img.height):
         img = img.crop((left, top, right, bottom))
     if img.size != (w, h):
         img = img.resize((w, h), Image.Resampling.BILINEAR)

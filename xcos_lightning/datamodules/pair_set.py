@@ -18,7 +18,7 @@ Source = bytes | Path
 
 # Part of every face key: bump it when decoding, crop/resize or warping changes the pixels they make, so the
 # face caches written before are read as stale.
-PREPROCESSING_VERSION = "1"
+PREPROCESSING_VERSION = "2"  # 2: photos not of the face's aspect are cut to it (image_io.largest_crop), not stretched
 
 
 class PairSet(Dataset):
