@@ -45,7 +45,8 @@ def _run(rank: int, world: int, case: str, out: Path) -> None:
             loss, acc = head.loss(emb, labels_all[rows])
             loss.backward()
             result[name] = {"loss": loss.detach(), "acc": acc, "emb_grad": emb.grad,
-                            "weight_grad": head.gather_rows(head.weight.grad), "weight": head.gather_rows(head.weight.detach())}
+                            "weight_grad": head.gather_rows(head.weight.grad),
+                            "weight": head.gather_rows(head.weight.detach())}
     elif case == "sampled":
         head = PartialFC(D, 400, s=32.0, sample_rate=0.1, seed=3)
         head.shard()

@@ -44,3 +44,13 @@ def test_rank_one_raising_ends_both_ranks_naming_it_and_the_run_resumes(tmp_path
     losses = torch.load(tmp_path / "resumed/losses.pt", weights_only=False)
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))  # steps 5..8
     assert torch.load(tmp_path / "resumed/head_end.pt", weights_only=False)["step"] == 8
+
+
+def test_rank_one_killed_ends_rank_zero_too(tmp_path):
+    # SIGKILL: rank 1 writes no report, so only the collectives can notice (gloo: its socket closes)
+    proc = _run(tmp_path, "--fail", "1", "5", "--kill")
+    ended = time.time()
+    assert proc.returncode != 0
+    assert ended - float((tmp_path / "failed_at").read_text()) < 60
+    assert not any(_alive(int((tmp_path / f"pid{r}").read_text())) for r in (0, 1))
+    assert "Connection closed by peer" in proc.stdout + proc.stderr  # rank 0 ended in the collective, as said

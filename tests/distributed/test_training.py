@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from xcos_lightning.io.checkpoint import load_xcos_checkpoint
+
 WORKER = Path(__file__).resolve().parent / "train_worker.py"
 
 
@@ -59,8 +61,6 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(tmp_path, saved_on, res
 
 
 def test_exported_models_do_not_need_the_head(tmp_path):
-    from xcos_lightning.io.checkpoint import load_xcos_checkpoint
-
     ckpt = _train(tmp_path, "partial", 2, 2) / "checkpoints/last.ckpt"
     model = load_xcos_checkpoint(ckpt)
     assert not any("head" == name.split(".")[0] for name, _ in model.named_parameters())
