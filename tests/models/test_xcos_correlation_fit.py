@@ -138,3 +138,15 @@ def test_bad_settings_say_what_is_wrong():
     with pytest.raises(ValueError, match=r"grid_size \(7, 7\) got cell cosines of shape \(7, 6\)"):
         CorrelationAttention().fit(torch.rand(10, 7, 6), torch.rand(10))
     assert CorrelationAttention(grid_size=(7, 6)).fit(torch.rand(10, 7, 6), torch.rand(10)).shape == (7, 6)
+
+
+def test_a_training_loader_without_train_pairs_is_refused(tmp_path):
+    class PlainPairs(SyntheticFacesDataModule):
+        def train_dataloader(self):
+            pairs = self.train_pairs()
+            return torch.utils.data.DataLoader([pairs[key] for key in range(len(pairs))], batch_size=4)
+
+    data = PlainPairs(num_train_identities=IDENTITIES, images_per_identity=IMAGES, num_val_identities=6,
+                      val_pairs=20, batch_size=4)
+    with pytest.raises(TypeError, match="training loader's dataset is a list"):
+        _trainer(tmp_path, max_steps=1).fit(_module(fit_pairs=8), datamodule=data)
