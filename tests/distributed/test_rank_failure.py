@@ -53,4 +53,7 @@ def test_rank_one_killed_ends_rank_zero_too(tmp_path):
     assert proc.returncode != 0
     assert ended - float((tmp_path / "failed_at").read_text()) < 60
     assert not any(_alive(int((tmp_path / f"pid{r}").read_text())) for r in (0, 1))
-    assert "Connection closed by peer" in proc.stdout + proc.stderr  # rank 0 ended in the collective, as said
+    # whichever comes first: rank 0's collective fails (gloo: "Connection closed by peer" or "Connection reset
+    # by peer"), or Lightning's launcher sees its child die and kills the other processes
+    log = proc.stdout + proc.stderr
+    assert "by peer" in log or "terminated with code -9. Forcefully terminating all other processes" in log
