@@ -14,7 +14,7 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   empty face cache) and warm; its verification part is the ``[compare] verification of <SPEC> on <set>: N pairs
   scored in S s`` lines it logs (the explainers and latency it also runs are left out: ``--methods random
   --pairs 2 --steps 2``), beside each model's bare forward;
-- the ratios to the bare forward. Evaluation on a CPU runs a BatchNorm-folded, channels-last copy of the model
+- the ratios to the bare forward. Evaluation on a CPU runs a BatchNorm-folded copy of the model
   (``evaluate.forward_copy``), so the bare forward is timed with the same copy (and, as a row of its own, with
   the model as loaded).
 
@@ -111,11 +111,13 @@ def forward_variants(model: torch.nn.Module, faces: torch.Tensor, batch: int, ro
               f"{', '.join(f'{v:.2f}' for v in values)} |")
 
 
-def distinct_faces(args: argparse.Namespace, size: tuple[int, int]):
-    """(pair set, uint8 faces ``(M, H, W, 3)`` of its distinct images) of ``--data`` at ``size``, decoded once."""
+def distinct_faces(args: argparse.Namespace, size: tuple[int, int], limit: int | None = None):
+    """(pair set, uint8 faces ``(M, H, W, 3)`` of its first ``limit`` (default all) distinct images) of ``--data``
+    at ``size``, decoded once."""
     align = argparse.Namespace(align=args.align, on_miss="crop", min_face_size=20, cache_dir=None, no_cache=False)
     pair_set = load_pair_set(args.data, size=size, aligner=make_aligner(align, size))
-    return pair_set, torch.stack([item["face"] for item in DistinctImages(pair_set)])
+    images = DistinctImages(pair_set)
+    return pair_set, torch.stack([images[k]["face"] for k in range(min(limit or len(images), len(images)))])
 
 
 def main() -> None:
@@ -137,10 +139,10 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     model = load_model(args.model).eval()
     size = input_size(model)
-    pair_set, faces = distinct_faces(args, size)  # decoded once, outside the timing
+    pair_set, faces = distinct_faces(args, size, args.forward_variants)  # decoded once, outside the timing
     batch = 2 * default_batch_size("cpu")
     if args.forward_variants:
-        return forward_variants(model, faces[:args.forward_variants], batch, args.rounds)
+        return forward_variants(model, faces, batch, args.rounds)
     rows = []  # (name, seconds, bare forward seconds it is compared with)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -149,7 +151,7 @@ def main() -> None:
         if not args.skip_verify:
             bare = bare_forward(model_forward(forward_copy(model)), faces, batch)
             rows += [("bare forward, verify's model as loaded", bare_forward(model_forward(model), faces, batch), bare),
-                     ("bare forward, verify's model (folded, channels-last: what verify runs)", bare, bare)]
+                     ("bare forward, verify's model (BatchNorm folded: what verify runs)", bare, bare)]
             verify = [sys.executable, "explain.py", "verify", "--model", args.model, "--data", args.data, "--align",
                       args.align, "--on-miss", "crop", "--num-workers", str(args.workers), "--cache-dir", str(cache)]
             rows += [("explain.py verify, cold", timed(verify, env)[0], bare),
@@ -158,7 +160,7 @@ def main() -> None:
             _, cmp_faces = (pair_set, faces) if size == INPUT_SIZE else distinct_faces(args, INPUT_SIZE)
             bares = {spec: bare_forward(model_forward(forward_copy(load_model(spec).eval())), cmp_faces, batch)
                      for spec in args.compare}
-            rows += [(f"bare forward, `{spec}` (folded, channels-last)", t, t) for spec, t in bares.items()]
+            rows += [(f"bare forward, `{spec}` (BatchNorm folded)", t, t) for spec, t in bares.items()]
             rows.append(("bare forward, all compared models", sum(bares.values()), sum(bares.values())))
             compare_cache = Path(tmp) / "compare_cache"  # not verify's: its faces would make compare's first run warm
             compare_cache.mkdir()

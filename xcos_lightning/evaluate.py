@@ -59,10 +59,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def forward_copy(model: nn.Module) -> nn.Module:
-    """The model evaluation's forwards run: on a CPU ``fast_model(model, channels_last=True)`` (BatchNorm folded,
-    channels-last; the same scores within float rounding, measured faster in BENCHMARKS.md, "Evaluation at the
-    speed of the model"), elsewhere ``model`` itself (prepared by ``prepare_for_device``; folding not measured)."""
-    return fast_model(model, channels_last=True) if model_device(model).type == "cpu" else model
+    """The model evaluation's forwards run: on a CPU ``fast_model(model, channels_last=False)``, BatchNorm folded
+    (the same scores within float rounding; 0.68x the time of the model as loaded on the 2-core AMD EPYC, where
+    channels-last gained nothing, alone 0.99x or on top of folding 0.69x: ``benchmarks/bench_eval.py
+    --forward-variants``), elsewhere ``model`` itself (prepared by ``prepare_for_device``; folding not measured)."""
+    return fast_model(model, channels_last=False) if model_device(model).type == "cpu" else model
 
 
 def _autocast(device: torch.device, bf16: bool):
