@@ -52,7 +52,7 @@ from xcos_lightning.cli.face_args import make_aligner  # noqa: E402
 from xcos_lightning.datamodules.face_cache import DistinctImages  # noqa: E402
 from xcos_lightning.datamodules.pairs_file import load_pair_set  # noqa: E402
 from xcos_lightning.evaluate import default_batch_size, embed, faces_to_images, forward_copy  # noqa: E402
-from xcos_lightning.explain.inference import fast_model  # noqa: E402
+from xcos_lightning.models.fusion import fast_model  # noqa: E402
 from xcos_lightning.io.spec import INPUT_SIZE, input_size, load_model  # noqa: E402
 from xcos_lightning.models.device import set_channels_last  # noqa: E402
 

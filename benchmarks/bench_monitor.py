@@ -45,7 +45,7 @@ from torch import Tensor
 from xcos_lightning.callbacks import ExplanationMonitor
 from xcos_lightning.cli.train import XCosCLI
 from xcos_lightning.datamodules.patched_pairs import patch_mask, patch_positions
-from xcos_lightning.explain import inference_copy
+from xcos_lightning.models.fusion import inference_copy
 from xcos_lightning.explain.registry import build_explainer
 from xcos_lightning.metrics import dpr_scores, flip_fractions, pair_perturbation_scores, tie_seeds
 from xcos_lightning.module import XCosModule

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from xcos_lightning.datamodules.face_cache import DistinctImages, FaceCache
 from xcos_lightning.datamodules.pair_set import PairSet
-from xcos_lightning.explain.inference import fast_model
+from xcos_lightning.models.fusion import fast_model
 
 
 def embed(model: nn.Module, images: Tensor, flip: bool = True) -> Tensor:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 
 from xcos_lightning.datamodules.pair_sampling import TrainPairs
 from xcos_lightning.errors import DataFormatError
-from xcos_lightning.evaluate import faces_to_images, scores_from_grids
+from xcos_lightning.evaluate import faces_to_images, forward_copy, scores_from_grids
 from xcos_lightning.metrics.verification_metric import VerificationMetric
 from xcos_lightning.io.checkpoint import part_config
 from xcos_lightning.io.spec import load_model
@@ -105,6 +105,7 @@ class XCosModule(L.LightningModule):
         self.teacher = None if teacher == "self" else Teacher(load_model(teacher))
         self.val_metrics = nn.ModuleDict()
         self._val_grids: dict[int, list[tuple[Tensor, Tensor]]] = {}  # per val loader: (index, grid) batches
+        self._eval_model: XCosModel | None = None  # what validation_step runs: on_validation_epoch_start
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}: choose 'raise' or 'skip'")
         # Training images replaced because unreadable (FaceDataModule skip_bad_records), summed over ranks.
@@ -410,16 +411,22 @@ class XCosModule(L.LightningModule):
     def _set_name(self, dataloader_idx: int) -> str:
         return list(self.val_metrics.keys())[dataloader_idx]
 
+    def on_validation_epoch_start(self) -> None:
+        """Validation runs the forward ``explain.py verify`` runs (``evaluate.forward_copy``: on a CPU a
+        BatchNorm-folded copy, the same scores within float rounding), built from this epoch's weights. A compiled
+        trunk is kept as it is: the folded copy would run uncompiled."""
+        self._eval_model = self.model if self.hparams.compile else forward_copy(self.model)
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Pair batches (``img_a``, ``img_b``, ``label``, ``index``) are scored at once. Batches of distinct
         faces (``index``, ``face`` uint8 ``(B, H, W, 3)``: ``FaceDataModule``'s ``DistinctImages``) give one grid
         per face, with flip TTA, as ``explain.py verify`` does; their pairs are scored at the epoch's end."""
         if "face" in batch:
-            grids = self.model.grid(faces_to_images(batch["face"], self.device), flip_tta=True)
+            grids = self._eval_model.grid(faces_to_images(batch["face"], self.device), flip_tta=True)
             self._val_grids.setdefault(dataloader_idx, []).append((batch["index"], grids.float()))
             return
         self.check_batch(batch)
-        scores = self.model.pair_scores(batch["img_a"], batch["img_b"], flip_tta=True)
+        scores = self._eval_model.pair_scores(batch["img_a"], batch["img_b"], flip_tta=True)
         for kind, metric in self.val_metrics[self._set_name(dataloader_idx)].items():
             metric.update(scores[kind], batch["label"], batch["index"])
 
@@ -447,6 +454,7 @@ class XCosModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         stage = "test" if self.trainer.testing else "val"
         self._score_distinct_faces()
+        self._eval_model = None
         for name, metrics in self.val_metrics.items():
             for kind, metric in metrics.items():
                 if not metric.update_called:
@@ -456,6 +464,7 @@ class XCosModule(L.LightningModule):
                 for key in ("acc", "acc_std", "eer", "eer_threshold", "tar_far1e-3", "tar_far1e-4"):
                     self.log(f"{stage}/{name}/{key}_{kind}", values[key], prog_bar=key == "acc")
 
+    on_test_epoch_start = on_validation_epoch_start
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 

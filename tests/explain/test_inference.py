@@ -7,10 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcos_lightning.errors import ModelSpecError
-from xcos_lightning.explain import (
-    CorrRISE, GradCAM, default_target_layer, fuse_conv_bn, inference_copy, recalibrate_batchnorm,
-)
-from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone
+from xcos_lightning.explain import CorrRISE, GradCAM, default_target_layer, recalibrate_batchnorm
+from xcos_lightning.models import LearnedAttention, XCosModel, create_backbone, fuse_conv_bn, inference_copy
 from xcos_lightning.models.iresnet import IResNet
 from xcos_lightning.models.mobilefacenet import MobileFaceNet
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xcos_lightning.datamodules import SyntheticFacesDataModule
-from xcos_lightning.explain.inference import fuse_conv_bn
+from xcos_lightning.models.fusion import fuse_conv_bn
 from xcos_lightning.models import GridBackbone, LearnedAttention, XCosModel
 from xcos_lightning.models.device import (
     compile_trunk, is_channels_last, prepare_for_device, set_channels_last, use_channels_last,

@@ -111,3 +111,31 @@ def test_a_training_step_makes_no_host_sync(tmp_path):
         _trainer(tmp_path, max_steps=5, limit_val_batches=0, callbacks=[counter],
                  log_every_n_steps=50, gradient_clip_val=5.0).fit(_module(head=head), datamodule=_data())
         assert counter.found == [], counter.found
+
+
+class _EvalModelSpy(L.Callback):
+    """The model each validation batch ran (``XCosModule._eval_model``)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.seen.append(pl_module._eval_model)
+
+
+def test_validation_on_cpu_runs_a_batchnorm_folded_copy_with_the_same_metrics(tmp_path, monkeypatch):
+    module = _module()
+    _trainer(tmp_path, max_steps=4).fit(module, datamodule=_data())  # BatchNorm statistics moved by training
+    spy = _EvalModelSpy()
+    folded = _trainer(tmp_path, callbacks=[spy]).validate(module, datamodule=_data())[0]
+    copy = spy.seen[0]
+    assert copy is not module.model and all(m is copy for m in spy.seen)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.backbone.modules())
+    assert module._eval_model is None  # dropped at the epoch's end, not kept beside the model
+
+    monkeypatch.setattr("xcos_lightning.module.forward_copy", lambda model: model)  # the model as trained
+    plain = _trainer(tmp_path).validate(module, datamodule=_data())[0]
+    assert folded.keys() == plain.keys()
+    for key in folded:
+        assert abs(folded[key] - plain[key]) < 1e-5, (key, folded[key], plain[key])
+    assert plain["val/synth/eer_threshold_xcos"] != 0.0  # a continuous value, so equality means equal scores

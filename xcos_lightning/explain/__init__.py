@@ -6,7 +6,7 @@
 from xcos_lightning.explain.base import Explainer, PairExplanation, SideMaps, gradients_enabled
 from xcos_lightning.explain.corrrise import CorrRISE
 from xcos_lightning.explain.gradcam import GradCAM, GradCAMPlusPlus, default_target_layer
-from xcos_lightning.explain.inference import fast_embedding, fuse_conv_bn, inference_copy
+from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.masks import MaskSet
 from xcos_lightning.explain.occlusion import Occlusion
 from xcos_lightning.explain.random_map import RandomMap
@@ -20,6 +20,6 @@ from xcos_lightning.explain.xssab import XSSAB
 __all__ = [
     "CorrRISE", "Explainer", "GradCAM", "GradCAMPlusPlus", "MaskSet", "Occlusion", "PairExplanation", "RISE",
     "RandomMap", "SRISE", "SideMaps", "XCosIntrinsic", "XCosMapsModel", "XSSAB", "create_explainer",
-    "default_target_layer", "fast_embedding", "fuse_conv_bn", "gradients_enabled", "inference_copy", "list_explainers",
+    "default_target_layer", "fast_embedding", "gradients_enabled", "list_explainers",
     "parameter_randomisation_test", "randomised_copy", "recalibrate_batchnorm", "register_explainer",
 ]

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xcos_lightning.explain.base import EmbedFn, Explainer, SideMaps
-from xcos_lightning.explain.inference import inference_copy, weights_key
+from xcos_lightning.explain.inference import weights_key
+from xcos_lightning.models.fusion import inference_copy
 from xcos_lightning.explain.masks import MaskSet, Size
 
 

@@ -44,7 +44,7 @@ from xcos_lightning.datamodules.pair_set import PairSet
 from xcos_lightning.datamodules.patched_pairs import identities_from_folders, make_patched_set
 from xcos_lightning.errors import ModelSpecError, VerificationSetError
 from xcos_lightning.explain.base import SCORES, Explainer, PairExplanation, XCosScore
-from xcos_lightning.explain.inference import fast_embedding, inference_copy
+from xcos_lightning.explain.inference import fast_embedding
 from xcos_lightning.explain.registry import build_explainer, explains_xcos, parse_method
 from xcos_lightning.metrics.faithfulness import (FILLS, DeletionInsertionMetric, EmbedFn, Similarity, accepts, cosine,
                                                  fraction_grid, pair_perturbation_scores, tie_seeds)
@@ -53,6 +53,7 @@ from xcos_lightning.metrics.identification import (IdentificationMetric, combine
                                                    identification_correct, probe_maps, top_k_gallery)
 from xcos_lightning.metrics.patch_dpr import DPRMetric, dpr_scores
 from xcos_lightning.metrics.verification import equal_error_rate
+from xcos_lightning.models.fusion import inference_copy
 
 PROTOCOLS = ("deletion", "flips", "dpr", "identification")
 DEFAULT_PROTOCOLS = ("deletion", "flips", "dpr")
