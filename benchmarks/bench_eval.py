@@ -52,9 +52,9 @@ from xcos_lightning.cli.face_args import make_aligner  # noqa: E402
 from xcos_lightning.datamodules.face_cache import DistinctImages  # noqa: E402
 from xcos_lightning.datamodules.pairs_file import load_pair_set  # noqa: E402
 from xcos_lightning.evaluate import default_batch_size, embed, faces_to_images, forward_copy  # noqa: E402
-from xcos_lightning.models.fusion import fast_model  # noqa: E402
 from xcos_lightning.io.spec import INPUT_SIZE, input_size, load_model  # noqa: E402
 from xcos_lightning.models.device import set_channels_last  # noqa: E402
+from xcos_lightning.models.fusion import fast_model  # noqa: E402
 
 SCORED = re.compile(r"\[compare\] verification of (.+) on \S+: \d+ pairs scored in ([\d.]+) s")
 
@@ -191,8 +191,8 @@ def main() -> None:
                           save_config_callback=None, run=False,
                           args=["--config", args.train_config, "--trainer.logger", "false"])
             grid_model = cli.model.model.eval()
-            bare = bare_forward(model_forward(grid_model), faces, batch)  # validation runs the model as it is
-            rows.append(("bare forward, the config's model (grid)", bare, bare))
+            bare = bare_forward(model_forward(forward_copy(grid_model)), faces, batch)  # what validation runs
+            rows.append(("bare forward, the config's model (grid, BatchNorm folded)", bare, bare))
             validate = [sys.executable, "train.py", "validate", "--config", args.train_config,
                         "--data.val_sets", json.dumps({"lfw": args.data}),
                         "--data.face_cache", str(Path(tmp) / "val_faces"), "--trainer.logger", "false",
