@@ -8,8 +8,11 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   loading, decoding in ``--workers`` DataLoader workers, forwards, metrics) with an empty face cache, then again
   with the cache it filled; with ``--align mtcnn`` the landmark cache is copied in first, so *cold* means no
   decoded face is cached (detection itself is measured in BENCHMARKS.md, "Face detection and alignment");
-- with ``--train-config``: ``train.py validate`` of that config (the training-time validation, same set)
-  cold and warm, beside the bare forward of that config's model (its grid, flip TTA);
+- with ``--train-config``: the validation a training epoch of that config runs (its model and data module built
+  as ``train.py fit`` builds them, ``Trainer.validate`` in this process): cold (``prepare_data`` filling an empty
+  face cache, then the validation: a fit's first epoch) and ``--rounds`` warm rounds (every later epoch),
+  interleaved with the bare forward of that config's model (its grid, flip TTA); then the whole
+  ``train.py validate`` command cold and warm (start-up and model construction included);
 - with ``--compare SPEC [SPEC ...]``: ``explain.py compare`` of those models on the same set, cold (its own
   empty face cache) and warm; its verification part is the ``[compare] verification of <SPEC> on <set>: N pairs
   scored in S s`` lines it logs (the explainers and latency it also runs are left out: ``--methods random
@@ -20,11 +23,14 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
 
 With ``--forward-variants N`` it prints instead the bare forward of the first N distinct faces with the model
 as loaded, BatchNorm folded, channels-last, and both, in interleaved rounds (``--rounds``), the evidence for
-``forward_copy``.
+``forward_copy``; with ``--batch-sweep N``, the folded model's bare forward of the first N distinct faces at each
+of ``--batch-sizes`` faces per forward, with each pass's page faults, the evidence for the CPU's
+``evaluate.default_batch_size``.
 
     .venv/bin/python benchmarks/bench_eval.py [--model mobilefacenet:../shared/weights/mobilefacenet_128d.pt] \
         [--data lfw:../shared/data/lfw] [--align none|mtcnn] [--threads 2] [--workers 1] \
-        [--train-config configs/real/kz25_xcos_mobilefacenet.yaml] [--compare SPEC SPEC] [--forward-variants 1024]
+        [--train-config configs/real/kz25_xcos_mobilefacenet.yaml] [--compare SPEC SPEC] \
+        [--forward-variants 1024 | --batch-sweep 768]
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import copy
 import json
 import os
 import re
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -111,6 +118,24 @@ def forward_variants(model: torch.nn.Module, faces: torch.Tensor, batch: int, ro
               f"{', '.join(f'{v:.2f}' for v in values)} |")
 
 
+def batch_sweep(model: torch.nn.Module, faces: torch.Tensor, sizes: list[int], rounds: int) -> None:
+    """Bare forward of ``faces`` with the folded ``model`` at each number of faces per forward (``sizes``),
+    interleaved rounds, with the process's minor page faults per pass (why the CPU batch is small)."""
+    fn = model_forward(forward_copy(model))
+    times, faults = {b: [] for b in sizes}, {b: [] for b in sizes}
+    for _ in range(rounds):
+        for b in sizes:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            times[b].append(bare_forward(fn, faces, b))
+            faults[b].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(f"{len(faces)} faces (+ mirrors), BatchNorm folded, {rounds} interleaved rounds\n")
+    print("| faces per forward | ms per face (median) | minor page faults per pass (median) | rounds (s) |\n"
+          "| --- | --- | --- | --- |")
+    for b in sizes:
+        print(f"| {b} | {1000 * statistics.median(times[b]) / len(faces):.2f} | {statistics.median(faults[b]):,.0f} | "
+              f"{', '.join(f'{v:.2f}' for v in times[b])} |")
+
+
 def distinct_faces(args: argparse.Namespace, size: tuple[int, int], limit: int | None = None):
     """(pair set, uint8 faces ``(M, H, W, 3)`` of its first ``limit`` (default all) distinct images) of ``--data``
     at ``size``, decoded once."""
@@ -118,6 +143,55 @@ def distinct_faces(args: argparse.Namespace, size: tuple[int, int], limit: int |
     pair_set = load_pair_set(args.data, size=size, aligner=make_aligner(align, size))
     images = DistinctImages(pair_set)
     return pair_set, torch.stack([images[k]["face"] for k in range(min(limit or len(images), len(images)))])
+
+
+def epoch_validation(args: argparse.Namespace, faces: torch.Tensor, batch: int, face_cache: Path):
+    """(rows, median bare forward seconds) of the validation a training epoch of ``--train-config`` runs, timed in
+    this process: the config's model and data module as ``train.py fit`` builds them, then ``Trainer.validate``
+    (set-up, DataLoader workers, forwards of the folded copy, metrics), interleaved with the bare forward of the
+    same model, ``--rounds`` warm rounds.
+
+    *Cold* is the first epoch of a fit with an empty face cache: ``prepare_data`` (once per fit: decode, align
+    and cache every face) plus the validation; *warm* is every later epoch's (and a later fit's) validation. The
+    imports and the model's construction are left out: a fit pays them once, not per epoch (the whole-command
+    rows include them)."""
+    from lightning import LightningDataModule
+
+    from xcos_lightning.cli.train import XCosCLI
+    from xcos_lightning.module import XCosModule
+    sys.argv[1:] = []  # LightningCLI reads args= only
+    cli = XCosCLI(XCosModule, LightningDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
+                  save_config_callback=None, run=False,
+                  args=["--config", args.train_config, "--trainer.logger", "false", "--trainer.callbacks", "[]",
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                        "--data.val_sets", json.dumps({"lfw": args.data}), "--data.face_cache", str(face_cache)])
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+
+    def bare() -> float:  # what validation_step runs: the grid of the folded copy, flip TTA
+        return bare_forward(model_forward(forward_copy(module.model.eval())), faces, batch)
+
+    def validate() -> float:
+        start = time.perf_counter()
+        trainer.validate(module, datamodule=data, verbose=False)
+        return time.perf_counter() - start
+
+    first = bare()
+    start = time.perf_counter()
+    data.prepare_data()
+    prepare = time.perf_counter() - start
+    cold = prepare + validate()
+    rows = [("bare forward, the config's model (grid, BatchNorm folded), round 1", first, first),
+            (f"epoch validation, cold (prepare_data {prepare:.1f} s + validation)", cold, first)]
+    ratios, references = [], [first]
+    for r in range(args.rounds):
+        reference, seconds = bare(), validate()
+        ratios.append(seconds / reference)
+        references.append(reference)
+        rows += [(f"bare forward, the config's model, warm round {r + 1}", reference, reference),
+                 (f"epoch validation, warm round {r + 1}", seconds, reference)]
+    print(f"epoch validation, warm / bare forward per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
+          f"median {statistics.median(ratios):.3f}x", file=sys.stderr)
+    return rows, statistics.median(references)
 
 
 def main() -> None:
@@ -133,16 +207,22 @@ def main() -> None:
     parser.add_argument("--skip-verify", action="store_true", help="leave out the verify rows")
     parser.add_argument("--forward-variants", type=int, default=None, metavar="N",
                         help="only compare the bare forward variants of --model on N distinct faces")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --forward-variants")
+    parser.add_argument("--batch-sweep", type=int, default=None, metavar="N",
+                        help="only time the folded --model's bare forward of N distinct faces at --batch-sizes")
+    parser.add_argument("--batch-sizes", default="8,16,32,64,128", help="faces per forward for --batch-sweep")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of --forward-variants, and warm rounds of the epoch validation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     model = load_model(args.model).eval()
     size = input_size(model)
-    pair_set, faces = distinct_faces(args, size, args.forward_variants)  # decoded once, outside the timing
+    pair_set, faces = distinct_faces(args, size, args.forward_variants or args.batch_sweep)  # outside the timing
     batch = 2 * default_batch_size("cpu")
     if args.forward_variants:
         return forward_variants(model, faces, batch, args.rounds)
+    if args.batch_sweep:
+        return batch_sweep(model, faces, [int(b) for b in args.batch_sizes.split(",")], args.rounds)
     rows = []  # (name, seconds, bare forward seconds it is compared with)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -181,25 +261,15 @@ def main() -> None:
                          (f"explain.py compare {run}, whole command (with 2-pair explainers, latency)", wall,
                           sum(bares.values()))]
         if args.train_config:
-            from lightning import LightningDataModule
-
-            from xcos_lightning.cli.train import XCosCLI
-            from xcos_lightning.module import XCosModule
-            # the config's model as train.py builds it (parsed and instantiated, nothing run)
-            sys.argv[1:] = []  # LightningCLI reads args= only
-            cli = XCosCLI(XCosModule, LightningDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
-                          save_config_callback=None, run=False,
-                          args=["--config", args.train_config, "--trainer.logger", "false"])
-            grid_model = cli.model.model.eval()
-            bare = bare_forward(model_forward(forward_copy(grid_model)), faces, batch)  # what validation runs
-            rows.append(("bare forward, the config's model (grid, BatchNorm folded)", bare, bare))
+            os.environ["XCOS_CACHE_DIR"] = str(cache)  # the copied landmarks; faces go to the folders named below
+            epoch_rows, bare = epoch_validation(args, faces, batch, Path(tmp) / "epoch_faces")
+            rows += epoch_rows
             validate = [sys.executable, "train.py", "validate", "--config", args.train_config,
                         "--data.val_sets", json.dumps({"lfw": args.data}),
                         "--data.face_cache", str(Path(tmp) / "val_faces"), "--trainer.logger", "false",
                         "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false"]
-            env_val = {**env, "XCOS_CACHE_DIR": str(cache)}
-            rows += [("train.py validate, cold", timed(validate, env_val)[0], bare),
-                     ("train.py validate, warm", timed(validate, env_val)[0], bare)]
+            rows += [("train.py validate, cold (whole command)", timed(validate, env)[0], bare),
+                     ("train.py validate, warm (whole command)", timed(validate, env)[0], bare)]
     load = os.getloadavg()
     print(f"{args.data}: {len(pair_set)} pairs, {len(faces)} distinct faces of {size[0]}x{size[1]}, align "
           f"{args.align}; {args.threads} threads, {args.workers} decoding workers; load after {load[0]:.1f}\n")

@@ -47,9 +47,22 @@ def faces_to_images(faces: Tensor, device: torch.device) -> Tensor:
 
 
 def default_batch_size(device: torch.device | str) -> int:
-    """Pairs per forward pass of evaluation on ``device``: 64 on a CPU (``verify``'s earlier default, not tuned),
-    256 on a GPU (512 faces of 112 x 112 per forward, to keep it busy; not measured: no GPU was lent)."""
-    return 256 if torch.device(device).type == "cuda" else 64
+    """Pairs per forward pass of evaluation on ``device`` (``2x`` faces, each with its mirror): 4 on a CPU,
+    256 on a GPU (512 faces of 112 x 112 per forward, to keep it busy; not measured: no GPU was lent).
+
+    Why so few on a CPU: a larger batch's activations are allocated afresh from the kernel (glibc maps large
+    blocks) and page-faulted on every forward. The folded MobileFaceNet with flip TTA on the 2-core AMD EPYC
+    (``benchmarks/bench_eval.py --batch-sweep``): 4.4 ms per face at 8 faces per forward (no page faults) against
+    7.6 at 16, 10.5 at 32, 13.6 at 64 and 13.4 at 128 (5.8 M minor faults per 768 faces)."""
+    return 256 if torch.device(device).type == "cuda" else 4
+
+
+def grids_in_chunks(model: nn.Module, images: Tensor, flip: bool = True) -> Tensor:
+    """``model.grid(images, flip_tta=flip)`` ``(B, C, h, w)`` of float32 ``images`` ``(B, 3, H, W)`` in [0, 1],
+    ``2 * default_batch_size`` faces per forward (the training-time validation's loader batch is the training
+    batch, far above a CPU's best forward size)."""
+    step = 2 * default_batch_size(images.device)
+    return torch.cat([model.grid(images[i:i + step], flip_tta=flip) for i in range(0, len(images), step)])
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -133,7 +146,7 @@ def grid_pair_scores(model: nn.Module, pair_set: PairSet, batch_size: int = 64, 
     fast = forward_copy(model)
     grids = per_distinct_image(lambda x: fast.grid(x, flip_tta=flip), model, pair_set, batch_size, num_workers,
                                bf16, progress, desc, cache)
-    return scores_from_grids(model, grids[0::2], grids[1::2], 4 * batch_size, bf16)
+    return scores_from_grids(model, grids[0::2], grids[1::2], max(256, 4 * batch_size), bf16)
 
 
 @torch.inference_mode()

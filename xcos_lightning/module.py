@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 
 from xcos_lightning.datamodules.pair_sampling import TrainPairs
 from xcos_lightning.errors import DataFormatError
-from xcos_lightning.evaluate import faces_to_images, forward_copy, scores_from_grids
+from xcos_lightning.evaluate import faces_to_images, forward_copy, grids_in_chunks, scores_from_grids
 from xcos_lightning.metrics.verification_metric import VerificationMetric
 from xcos_lightning.io.checkpoint import part_config
 from xcos_lightning.io.spec import load_model
@@ -422,7 +422,7 @@ class XCosModule(L.LightningModule):
         faces (``index``, ``face`` uint8 ``(B, H, W, 3)``: ``FaceDataModule``'s ``DistinctImages``) give one grid
         per face, with flip TTA, as ``explain.py verify`` does; their pairs are scored at the epoch's end."""
         if "face" in batch:
-            grids = self._eval_model.grid(faces_to_images(batch["face"], self.device), flip_tta=True)
+            grids = grids_in_chunks(self._eval_model, faces_to_images(batch["face"], self.device))
             self._val_grids.setdefault(dataloader_idx, []).append((batch["index"], grids.float()))
             return
         self.check_batch(batch)
