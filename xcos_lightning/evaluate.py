@@ -50,10 +50,10 @@ def default_batch_size(device: torch.device | str) -> int:
     """Pairs per forward pass of evaluation on ``device`` (``2x`` faces, each with its mirror): 4 on a CPU,
     256 on a GPU (512 faces of 112 x 112 per forward, to keep it busy; not measured: no GPU was lent).
 
-    Why so few on a CPU: a larger batch's activations are allocated afresh from the kernel (glibc maps large
-    blocks) and page-faulted on every forward. The folded MobileFaceNet with flip TTA on the 2-core AMD EPYC
-    (``benchmarks/bench_eval.py --batch-sweep``): 4.4 ms per face at 8 faces per forward (no page faults) against
-    7.6 at 16, 10.5 at 32, 13.6 at 64 and 13.4 at 128 (5.8 M minor faults per 768 faces)."""
+    Why so few on a CPU: from 16 faces per forward up, each forward page-faults its activations in again. The
+    folded MobileFaceNet with flip TTA on 768 LFW faces, 2-core AMD EPYC (``benchmarks/bench_eval.py
+    --batch-sweep 768``, BENCHMARKS.md): 4.03 ms per face at 8 faces per forward (3.1 k minor faults per pass)
+    against 7.02 at 16, 9.82 at 32, 12.91 at 64 and 13.99 at 128 (6.8 M faults)."""
     return 256 if torch.device(device).type == "cuda" else 4
 
 
