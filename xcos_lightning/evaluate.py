@@ -73,9 +73,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 def forward_copy(model: nn.Module) -> nn.Module:
     """The model evaluation's forwards run: on a CPU ``fast_model(model, channels_last=False)``, BatchNorm folded
-    (the same scores within float rounding; 0.68x the time of the model as loaded on the 2-core AMD EPYC, where
-    channels-last gained nothing, alone 0.99x or on top of folding 0.69x: ``benchmarks/bench_eval.py
-    --forward-variants``), elsewhere ``model`` itself (prepared by ``prepare_for_device``; folding not measured)."""
+    (the same scores within float rounding; on the 2-core AMD EPYC 0.68x the time of the model as loaded at 128
+    faces per forward, where channels-last gained nothing, alone 0.99x or on top of folding 0.69x:
+    ``benchmarks/bench_eval.py --forward-variants``; 0.82x at the CPU's 8 faces per forward), elsewhere ``model`` itself (prepared by ``prepare_for_device``; folding not measured)."""
     return fast_model(model, channels_last=False) if model_device(model).type == "cpu" else model
 
 
