@@ -6,7 +6,7 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   already decoded into memory, under inference mode: the time evaluation cannot go below;
 - ``verify cold`` / ``verify warm``: the wall time of the whole ``explain.py verify`` command (start-up, set
   loading, decoding in ``--workers`` DataLoader workers, forwards, metrics) with an empty face cache, then again
-  with the cache it filled; with ``--align mtcnn`` the landmark cache is copied in first, so *cold* means no
+  with the cache it filled, in ``--rounds`` rounds, each after its own bare forward; with ``--align mtcnn`` the landmark cache is copied in first, so *cold* means no
   decoded face is cached (detection itself is measured in BENCHMARKS.md, "Face detection and alignment");
 - with ``--train-config``: the validation a training epoch of that config runs (its model and data module built
   as ``train.py fit`` builds them, ``Trainer.validate`` in this process): cold (``prepare_data`` filling an empty
@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from xcos_lightning.align import default_cache_dir  # noqa: E402
 from xcos_lightning.align.cache import CACHE_FILE  # noqa: E402
 from xcos_lightning.cli.face_args import make_aligner  # noqa: E402
+from xcos_lightning.cpu_allocator import retain_freed_memory  # noqa: E402
 from xcos_lightning.datamodules.face_cache import DistinctImages  # noqa: E402
 from xcos_lightning.datamodules.pairs_file import load_pair_set  # noqa: E402
 from xcos_lightning.evaluate import default_batch_size, embed, faces_to_images, forward_copy  # noqa: E402
@@ -146,7 +147,7 @@ def distinct_faces(args: argparse.Namespace, size: tuple[int, int], limit: int |
 
 
 def epoch_validation(args: argparse.Namespace, faces: torch.Tensor, batch: int, face_cache: Path):
-    """(rows, median bare forward seconds) of the validation a training epoch of ``--train-config`` runs, timed in
+    """(rows, median bare forward seconds, summary line) of the validation a training epoch of ``--train-config`` runs, timed in
     this process: the config's model and data module as ``train.py fit`` builds them, then ``Trainer.validate``
     (set-up, DataLoader workers, forwards of the folded copy, metrics), interleaved with the bare forward of the
     same model, ``--rounds`` warm rounds.
@@ -189,9 +190,37 @@ def epoch_validation(args: argparse.Namespace, faces: torch.Tensor, batch: int, 
         references.append(reference)
         rows += [(f"bare forward, the config's model, warm round {r + 1}", reference, reference),
                  (f"epoch validation, warm round {r + 1}", seconds, reference)]
-    print(f"epoch validation, warm / bare forward per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
-          f"median {statistics.median(ratios):.3f}x", file=sys.stderr)
-    return rows, statistics.median(references)
+    summary = (f"epoch validation, warm / bare forward per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
+               f"median {statistics.median(ratios):.3f}x")
+    return rows, statistics.median(references), summary
+
+
+def verify_rounds(args: argparse.Namespace, model: torch.nn.Module, faces: torch.Tensor, batch: int, tmp: Path,
+                  env: dict) -> tuple[list, str]:
+    """(rows, summary line) of ``--rounds`` interleaved rounds, each: the bare forward of the folded copy (what
+    verify runs), then the whole ``explain.py verify`` command cold (a face cache of the round's own, holding
+    only the landmarks) and warm (the same command again), both compared with that round's bare forward (the
+    machine's load moves between rounds; a ratio within one round is what the targets are about). Round 1
+    also times the model as loaded."""
+    folded, rows, ratios = model_forward(forward_copy(model)), [], {"cold": [], "warm": []}
+    for r in range(1, args.rounds + 1):
+        bare = bare_forward(folded, faces, batch)
+        rows.append((f"bare forward, verify's model (BatchNorm folded: what verify runs), round {r}", bare, bare))
+        if r == 1:
+            rows.append(("bare forward, verify's model as loaded, round 1",
+                         bare_forward(model_forward(model), faces, batch), bare))
+        cache = tmp / f"verify_cache{r}"
+        cache.mkdir()
+        copy_landmarks(cache)
+        verify = [sys.executable, "explain.py", "verify", "--model", args.model, "--data", args.data, "--align",
+                  args.align, "--on-miss", "crop", "--num-workers", str(args.workers), "--cache-dir", str(cache)]
+        for run in ("cold", "warm"):
+            seconds = timed(verify, env)[0]
+            ratios[run].append(seconds / bare)
+            rows.append((f"explain.py verify, {run}, round {r}", seconds, bare))
+    summary = "\n".join(f"explain.py verify {run} / bare forward per round: {', '.join(f'{x:.3f}' for x in v)}; "
+                        f"median {statistics.median(v):.3f}x" for run, v in ratios.items())
+    return rows, summary
 
 
 def main() -> None:
@@ -211,8 +240,10 @@ def main() -> None:
                         help="only time the folded --model's bare forward of N distinct faces at --batch-sizes")
     parser.add_argument("--batch-sizes", default="8,16,32,64,128", help="faces per forward for --batch-sweep")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds of --forward-variants, and warm rounds of the epoch validation")
+                        help="interleaved rounds of --forward-variants, of verify (bare forward, cold, warm) and "
+                             "warm rounds of the epoch validation")
     args = parser.parse_args()
+    retain_freed_memory()  # as explain.py and train.py do: the bare forward runs under the commands' allocator
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     model = load_model(args.model).eval()
@@ -224,18 +255,15 @@ def main() -> None:
     if args.batch_sweep:
         return batch_sweep(model, faces, [int(b) for b in args.batch_sizes.split(",")], args.rounds)
     rows = []  # (name, seconds, bare forward seconds it is compared with)
+    summaries = []  # lines: per-round ratios and their medians
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         cache.mkdir()
         copy_landmarks(cache)
         if not args.skip_verify:
-            bare = bare_forward(model_forward(forward_copy(model)), faces, batch)
-            rows += [("bare forward, verify's model as loaded", bare_forward(model_forward(model), faces, batch), bare),
-                     ("bare forward, verify's model (BatchNorm folded: what verify runs)", bare, bare)]
-            verify = [sys.executable, "explain.py", "verify", "--model", args.model, "--data", args.data, "--align",
-                      args.align, "--on-miss", "crop", "--num-workers", str(args.workers), "--cache-dir", str(cache)]
-            rows += [("explain.py verify, cold", timed(verify, env)[0], bare),
-                     ("explain.py verify, warm", timed(verify, env)[0], bare)]
+            verify_rows, summary = verify_rounds(args, model, faces, batch, Path(tmp), env)
+            rows += verify_rows
+            summaries.append(summary)
         if args.compare:
             _, cmp_faces = (pair_set, faces) if size == INPUT_SIZE else distinct_faces(args, INPUT_SIZE)
             bares = {spec: bare_forward(model_forward(forward_copy(load_model(spec).eval())), cmp_faces, batch)
@@ -262,8 +290,9 @@ def main() -> None:
                           sum(bares.values()))]
         if args.train_config:
             os.environ["XCOS_CACHE_DIR"] = str(cache)  # the copied landmarks; faces go to the folders named below
-            epoch_rows, bare = epoch_validation(args, faces, batch, Path(tmp) / "epoch_faces")
+            epoch_rows, bare, summary = epoch_validation(args, faces, batch, Path(tmp) / "epoch_faces")
             rows += epoch_rows
+            summaries.append(summary)
             validate = [sys.executable, "train.py", "validate", "--config", args.train_config,
                         "--data.val_sets", json.dumps({"lfw": args.data}),
                         "--data.face_cache", str(Path(tmp) / "val_faces"), "--trainer.logger", "false",
@@ -276,6 +305,7 @@ def main() -> None:
     print("| row | seconds | x its bare forward |\n| --- | --- | --- |")
     for name, seconds, base in rows:
         print(f"| {name} | {seconds:.1f} | {seconds / base:.2f}x |")
+    print("", *summaries, sep="\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import importlib
 import sys
 from collections.abc import Collection
 
+from xcos_lightning.cpu_allocator import retain_freed_memory
 from xcos_lightning.errors import XCosError, error_message
 
 # name -> (module, one-line help). A module exposes ``add_parser(subparsers) -> ArgumentParser`` (with the
@@ -63,6 +64,7 @@ def build_parser(load: Collection[str | None] = ()) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser({_chosen(argv)}).parse_args(argv)
+    retain_freed_memory()
     try:
         return args.func(args)
     except XCosError as exc:

@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
+from xcos_lightning.cpu_allocator import retain_freed_memory  # noqa: E402
 from xcos_lightning.errors import UnsafeFileError, XCosError, error_message  # noqa: E402
 from xcos_lightning.io.checkpoint import read_checkpoint  # noqa: E402
 from xcos_lightning.module import XCosModule  # noqa: E402
@@ -152,6 +153,7 @@ def main(args: list[str] | None = None) -> int:
     debug = len(args) < len(given)
     if from_argv:
         sys.argv[1:] = args  # LightningCLI reads the command line itself (and warns when also given args)
+    retain_freed_memory()
     try:
         run(None if from_argv else args)
     except XCosError as exc:
