@@ -90,3 +90,18 @@ def test_two_processes_fill_one_cache(photos, tmp_path):
     assert rows == (6, 6)
     _align(photos, tmp_path / "cache")
     assert _calls() == 0  # this process found everything in the cache the two others wrote
+
+
+def test_a_photo_listed_several_times_is_detected_once_and_shares_its_face(photos, tmp_path):
+    listed = [photos[0], photos[1], photos[0], photos[2], photos[1], photos[0]]  # pair slots repeat files
+    aligned = SourceAlignment(FaceAligner("count_detector:detect"), listed, "set", progress=False)
+    assert _calls() == 3
+    alone = [SourceAlignment(FaceAligner("count_detector:detect"), [p], "set", progress=False) for p in listed]
+    aligner = FaceAligner("count_detector:detect")
+    for j, one in enumerate(alone):
+        assert aligned.keys[j] == one.keys[0]
+        np.testing.assert_array_equal(aligned.faces[j].points, one.faces[0].points)
+        np.testing.assert_allclose(aligned.matrices[j], aligner.matrix(one.faces[0]), atol=1e-12)
+    part = aligned.subset([3, 5])
+    assert part.keys == [aligned.keys[3], aligned.keys[5]] and part.misses == 0
+    np.testing.assert_array_equal(part.matrices[1], aligned.matrices[5])

@@ -30,6 +30,19 @@ def test_least_squares_matches_scikit_image(seed):
     np.testing.assert_allclose(similarity_matrix(src, dst), oracle.params[:2], atol=1e-8)
 
 
+def test_batched_matrices_equal_one_at_a_time():
+    rng = np.random.default_rng(7)
+    src = rng.uniform(0, 250, (6, 5, 2))
+    src[3] = ARCFACE_TEMPLATE * [-1, 1]  # a mirrored face among them
+    batched = similarity_matrix(src, ARCFACE_TEMPLATE)
+    assert batched.shape == (6, 2, 3)
+    for one, points in zip(batched, src):
+        np.testing.assert_allclose(one, similarity_matrix(points, ARCFACE_TEMPLATE), atol=1e-12)
+        np.testing.assert_allclose(one, SimilarityTransform.from_estimate(points, ARCFACE_TEMPLATE).params[:2],
+                                   atol=1e-8)
+    assert np.linalg.det(batched[3][:, :2]) > 0
+
+
 def test_mirrored_points_give_a_rotation_not_a_reflection():
     src = ARCFACE_TEMPLATE * [-1, 1]  # a mirror image of the template
     matrix = similarity_matrix(src, ARCFACE_TEMPLATE)

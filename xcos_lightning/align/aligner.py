@@ -118,10 +118,12 @@ class FaceAligner:
             faces = [cached[k] for k in keys]
         return faces  # type: ignore[return-value]
 
-    def choose(self, faces: Sequence[Face], shape: tuple[int, ...], where: str, face: int | None = None) -> Located:
+    def choose(self, faces: Sequence[Face], shape: tuple[int, ...] | None, where: str,
+               face: int | None = None) -> Located:
         """Pick the face to align in a photo of ``shape`` ``(H, W, ...)`` (``face``: this index instead of the
-        aligner's ``face``); NoFaceError naming ``where`` when there is none (unless ``on_miss`` is ``"crop"`` or ``"skip"``) or the
-        requested index does not exist."""
+        aligner's ``face``); NoFaceError naming ``where`` when there is none (unless ``on_miss`` is ``"crop"`` or
+        ``"skip"``) or the requested index does not exist. ``shape`` may be ``None`` unless several faces are
+        found and no index is given (the one nearest the photo's centre is picked)."""
         faces, index = tuple(faces), self.face if face is None else face
         if not faces:
             if self.on_miss == "error":
@@ -133,6 +135,8 @@ class FaceAligner:
                 raise NoFaceError(f"{where}: face {index} requested but {len(faces)} found "
                                   f"(indices 0..{len(faces) - 1}, left to right)")
             return Located(faces, index)
+        if len(faces) == 1:
+            return Located(faces, 0)
         cy, cx = shape[0] / 2, shape[1] / 2
         distance = [(f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2 for f in faces]
         return Located(faces, int(np.argmin(distance)))
@@ -140,6 +144,11 @@ class FaceAligner:
     def matrix(self, face: Face) -> np.ndarray:
         """``(2, 3)`` photo -> aligned-face matrix of ``face``."""
         return alignment_matrix(face.points, self.size)
+
+    def matrices(self, faces: Sequence[Face]) -> np.ndarray:
+        """``(N, 2, 3)``: :meth:`matrix` of each of ``faces``, in one call."""
+        points = np.stack([f.points for f in faces]) if faces else np.zeros((0, 5, 2))
+        return alignment_matrix(points, self.size)
 
     def upscale(self, face: Face) -> float:
         """How much aligning ``face`` enlarges it (> 2: a small face, see ``MAX_UPSCALE``)."""

@@ -29,23 +29,25 @@ def template(size: tuple[int, int]) -> np.ndarray:
 
 def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (rotation, uniform scale, translation; no reflection) taking
-    ``src`` ``(K, 2)`` onto ``dst`` ``(K, 2)``, as a ``(2, 3)`` float64 matrix (Umeyama, 1991)."""
+    ``src`` ``(..., K, 2)`` onto ``dst`` ``(..., K, 2)`` (leading dimensions broadcast: many faces onto one
+    template in one call), as ``(..., 2, 3)`` float64 matrices (Umeyama, 1991)."""
     src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_mean, dst_mean = src.mean(-2, keepdims=True), dst.mean(-2, keepdims=True)
     src_c, dst_c = src - src_mean, dst - dst_mean
-    cov = dst_c.T @ src_c / len(src)
+    cov = np.swapaxes(dst_c, -1, -2) @ src_c / src.shape[-2]
     u, singular, vt = np.linalg.svd(cov)
-    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])  # no mirror image
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(singular) @ d) / src_c.var(0).sum()
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
-    return matrix
+    sign = np.sign(np.linalg.det(u) * np.linalg.det(vt))
+    d = np.stack([np.ones_like(sign), np.where(sign == 0, 1.0, sign)], -1)  # no mirror image
+    rotation = (u * d[..., None, :]) @ vt
+    scale = (singular * d).sum(-1) / src_c.var(-2).sum(-1)
+    linear = scale[..., None, None] * rotation
+    shift = dst_mean[..., 0, :] - (linear @ src_mean[..., 0, :, None])[..., 0]
+    return np.concatenate([linear, shift[..., None]], -1)
 
 
 def alignment_matrix(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(2, 3)`` matrix taking a face's five ``points`` onto the template of an ``H x W`` face."""
+    """``(..., 2, 3)`` matrices taking faces' five ``points`` ``(..., 5, 2)`` onto the template of an ``H x W``
+    face."""
     return similarity_matrix(points, template(size))
 
 

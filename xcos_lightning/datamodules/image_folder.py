@@ -76,7 +76,7 @@ class IdentityFolderDataset(Dataset):
                 raise DataFormatError(f"{self.root}: no face found in any photo of {len(lost)} identities, e.g. "
                                       f"{[self.class_names[c] for c in lost[:5]]}; remove them or use on_miss=crop")
             self.paths, self.labels = [self.paths[i] for i in keep], self.labels[keep]
-            alignment.faces = [alignment.faces[i] for i in keep]
+            alignment = alignment.subset(keep)
         self.alignment = alignment
         return self
 

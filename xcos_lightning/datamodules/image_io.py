@@ -48,8 +48,22 @@ def _decode(source: bytes | Path, where: str) -> tuple[Image.Image, str | None]:
     except DataFormatError:
         raise
     except Exception as exc:  # PIL plugins raise many unrelated types on bad data (OSError, SyntaxError, ...)
-        raise DataFormatError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); "
-                              "re-export it as JPEG or PNG") from exc
+        raise _undecodable(where, exc) from exc
+
+
+def _undecodable(where: str, exc: Exception) -> DataFormatError:
+    return DataFormatError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); re-export it as JPEG or PNG")
+
+
+def image_shape(source: bytes | Path, where: str) -> tuple[int, int]:
+    """``(H, W)`` of the image :func:`open_image` makes of ``source`` (EXIF rotation applied), read from the
+    header alone: no pixel is decoded."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+            return (img.width, img.height) if turned else (img.height, img.width)
+    except Exception as exc:
+        raise _undecodable(where, exc) from exc
 
 
 def open_image(source: bytes | Path, where: str) -> Image.Image:
