@@ -102,8 +102,13 @@ def per_distinct_image(fn, model: nn.Module, pair_set: PairSet, batch_size: int,
     """``fn(images)`` of every distinct face of ``pair_set``, once each, on the CPU, indexed by pair image
     (``2i``: side a of pair ``i``, ``2i + 1``: side b). ``fn``: float32 ``(B, 3, H, W)`` [0, 1] -> ``(B, ...)``,
     run on the device of ``model``'s parameters; ``batch_size`` counts pairs (2x faces per forward). With
-    ``cache``, faces are read from / written to it (see :class:`DistinctImages`)."""
+    ``cache``, faces are read from / written to it (see :class:`DistinctImages`); on a CPU the faces it misses
+    are decoded into it first, in ``num_workers`` workers, and the forwards run after: the forward uses every
+    core, and one decoding worker beside it slowed LFW's forwards from 34.1 s to 45.2 s, for 4.2 s of decoding (0.54 ms per face on one core)
+    (cProfile of ``explain.py verify``, 2-core AMD EPYC; BENCHMARKS.md "Evaluation at the speed of the model")."""
     device, images = model_device(model), DistinctImages(pair_set, cache)
+    if device.type == "cpu":
+        images.fill(num_workers, progress=progress, desc=f"{desc}: decoding")
     out = None
     with tqdm(total=len(images), desc=desc, unit="img", file=sys.stderr, disable=not progress,
               dynamic_ncols=True) as bar:

@@ -79,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--n-masks", type=int, default=None, help="masks of the mask methods (corrrise, rise, srise)")
     parser.add_argument("--seed", type=int, default=0, help="pair selection, patches and explainer seeds")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="pairs per forward pass of the accuracy runs (default: 64 on a CPU, 256 on a GPU); "
+                        help="pairs per forward pass of the accuracy runs (default: 4 on a CPU, 256 on a GPU); "
                              "the explainers and faithfulness protocols use their device default, as in benchmark")
     parser.add_argument("--num-workers", type=int, default=1,
                         help="image-decoding workers of the accuracy runs (default 1)")

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="pair set SPEC: set.bin | lfw:<folder> | pairs:<root>:<file> | list:[<root>:]<file> "
                              "(lines 'path_a path_b same') (repeatable)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="pairs per forward pass (default: 64 on a CPU, 256 on a GPU)")
+                        help="pairs per forward pass (default: 4 on a CPU, 256 on a GPU)")
     parser.add_argument("--no-flip", action="store_true", help="skip the mirrored image (flip TTA)")
     parser.add_argument("--num-workers", type=int, default=1, help="image-decoding workers (default 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import tempfile
 import warnings
 import zlib
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from xcos_lightning.align import default_cache_dir
 from xcos_lightning.datamodules.image_io import as_hw
@@ -88,7 +90,8 @@ class FaceCache:
         decoded again (one pass over the file: ~0.3 s for LFW's 7,701 faces)."""
         faces, valid, crc = self._map(key, row_keys, shape)
         rows = np.flatnonzero(valid)
-        bad = [int(i) for i, c in zip(rows, _crc(faces[rows])) if c != crc[i]] if len(rows) else []
+        mapped = np.asarray(faces) if faces is not None else None  # a plain view: row by row, nothing copied
+        bad = [int(i) for i in rows if zlib.crc32(mapped[i].data) != crc[i]]
         if bad:
             warnings.warn(f"face cache {self.path(key)}: {len(bad)} rows fail their checksum (first: row "
                           f"{bad[0]}); decoding them again", RuntimeWarning, stacklevel=2)
@@ -212,22 +215,28 @@ class DistinctImages(Dataset):
         # workers get the file's name, not the mapped rows (pickling a memmap copies all of them)
         return {**self.__dict__, "cached": None}
 
-    def fill(self, num_workers: int = 0, batch_size: int = 64) -> "DistinctImages":
+    def fill(self, num_workers: int = 0, batch_size: int = 64, progress: bool = False,
+             desc: str = "decoding") -> "DistinctImages":
         """Decode the faces the cache misses (``num_workers`` DataLoader workers) and store them, so that every
-        item is then read from the cache; returns ``self``. Without a cache: nothing to do."""
+        item is then read from the cache; returns ``self``. Without a cache: nothing to do. With ``progress``, a
+        bar on stderr counts the faces decoded."""
         if self.cache is not None and not self.valid.all():
-            for _ in self.batches(batch_size, num_workers):
-                pass
+            with tqdm(total=int((~self.valid).sum()), desc=desc, unit="img", file=sys.stderr, disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for rows, _ in self.batches(batch_size, num_workers, hits=False):
+                    bar.update(len(rows))
             # the file was just written from these rows: mapping it is enough, no second checksum pass
             self.cached, self.valid = self.cache.map(self.cache_key, self.keys, self.shape)
         return self
 
-    def batches(self, batch_size: int, num_workers: int, pin_memory: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, batch_size: int, num_workers: int, pin_memory: bool = False,
+                hits: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
         """``(index (B,), face uint8 (B, H, W, 3))`` covering every item once: cached items sliced from the
-        memory map in this process, the rest decoded by ``num_workers`` DataLoader workers. With a cache, a
-        complete new cache file replaces the old one when the last batch has been taken."""
+        memory map in this process (left out without ``hits``: they are copied into the new file all the same),
+        the rest decoded by ``num_workers`` DataLoader workers. With a cache, a complete new cache file replaces
+        the old one when the last batch has been taken."""
         hit, miss = np.flatnonzero(self.valid), np.flatnonzero(~self.valid)
-        for start in range(0, len(hit), batch_size):
+        for start in range(0, len(hit) if hits else 0, batch_size):
             rows = hit[start:start + batch_size]
             yield torch.from_numpy(rows), torch.from_numpy(np.asarray(self.cached[rows]))
         if not len(miss):
