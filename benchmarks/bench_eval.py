@@ -14,9 +14,10 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   interleaved with the bare forward of that config's model (its grid, flip TTA); then the whole
   ``train.py validate`` command cold and warm (start-up and model construction included);
 - with ``--compare SPEC [SPEC ...]``: ``explain.py compare`` of those models on the same set, cold (its own
-  empty face cache) and warm; its verification part is the ``[compare] verification of <SPEC> on <set>: N pairs
-  scored in S s`` lines it logs (the explainers and latency it also runs are left out: ``--methods random
-  --pairs 2 --steps 2``), beside each model's bare forward;
+  empty face cache) and warm, in ``--rounds`` rounds, each after the models' own bare forwards; its
+  verification part is the ``[compare] verification of <SPEC> on <set>: N pairs scored in S s`` lines it logs
+  (the explainers and latency it also runs are left out: ``--methods random --pairs 2 --steps 2``), beside
+  each model's bare forward;
 - the ratios to the bare forward. Evaluation on a CPU runs a BatchNorm-folded copy of the model
   (``evaluate.forward_copy``), so the bare forward is timed with the same copy (and, as a row of its own, with
   the model as loaded).
@@ -223,6 +224,42 @@ def verify_rounds(args: argparse.Namespace, model: torch.nn.Module, faces: torch
     return rows, summary
 
 
+def compare_rounds(args: argparse.Namespace, faces: torch.Tensor, batch: int, tmp: Path, env: dict) -> tuple[list, str]:
+    """(rows, summary line) of ``--rounds`` interleaved rounds of ``explain.py compare`` of the ``--compare``
+    models, each: every model's bare forward (folded copy), then compare cold (a face cache of the round's own,
+    not verify's, holding only the landmarks) and warm; its verification part (the times it logs per model) is
+    compared with that round's bare forwards."""
+    models = {spec: model_forward(forward_copy(load_model(spec).eval())) for spec in args.compare}
+    rows, ratios = [], {"cold": [], "warm": []}
+    for r in range(1, args.rounds + 1):
+        bares = {spec: bare_forward(fn, faces, batch) for spec, fn in models.items()}
+        total = sum(bares.values())
+        rows += [(f"bare forward, `{spec}` (BatchNorm folded), round {r}", t, t) for spec, t in bares.items()]
+        rows.append((f"bare forward, all compared models, round {r}", total, total))
+        cache = tmp / f"compare_cache{r}"
+        cache.mkdir()
+        copy_landmarks(cache)
+        compare = [sys.executable, "explain.py", "compare", *args.compare, "--data", args.data, "--methods",
+                   "random", "--pairs", "2", "--steps", "2", "--latency-repeats", "1", "--out",
+                   str(tmp / f"compare{r}"), "--align", args.align, "--on-miss", "crop", "--num-workers",
+                   str(args.workers), "--cache-dir", str(cache)]
+        for run in ("cold", "warm"):
+            wall, log = timed(compare, env)
+            scored = {spec: float(t) for spec, t in SCORED.findall(log)}
+            if set(scored) != set(args.compare):
+                sys.exit(f"compare logged verification times of {sorted(scored)}, expected {args.compare}")
+            ratios[run].append(sum(scored.values()) / total)
+            rows += [(f"explain.py compare {run}, verification of `{spec}`, round {r}", t, bares[spec])
+                     for spec, t in scored.items()]
+            rows += [(f"explain.py compare {run}, verification of all models, round {r}", sum(scored.values()), total),
+                     (f"explain.py compare {run}, whole command (with 2-pair explainers, latency), round {r}", wall,
+                      total)]
+    summary = "\n".join(f"explain.py compare {run}, verification of all models / their bare forwards per round: "
+                        f"{', '.join(f'{x:.3f}' for x in v)}; median {statistics.median(v):.3f}x"
+                        for run, v in ratios.items())
+    return rows, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilefacenet:../shared/weights/mobilefacenet_128d.pt")
@@ -266,28 +303,9 @@ def main() -> None:
             summaries.append(summary)
         if args.compare:
             _, cmp_faces = (pair_set, faces) if size == INPUT_SIZE else distinct_faces(args, INPUT_SIZE)
-            bares = {spec: bare_forward(model_forward(forward_copy(load_model(spec).eval())), cmp_faces, batch)
-                     for spec in args.compare}
-            rows += [(f"bare forward, `{spec}` (BatchNorm folded)", t, t) for spec, t in bares.items()]
-            rows.append(("bare forward, all compared models", sum(bares.values()), sum(bares.values())))
-            compare_cache = Path(tmp) / "compare_cache"  # not verify's: its faces would make compare's first run warm
-            compare_cache.mkdir()
-            copy_landmarks(compare_cache)
-            compare = [sys.executable, "explain.py", "compare", *args.compare, "--data", args.data, "--methods",
-                       "random", "--pairs", "2", "--steps", "2", "--latency-repeats", "1", "--out",
-                       str(Path(tmp) / "compare"), "--align", args.align, "--on-miss", "crop", "--num-workers",
-                       str(args.workers), "--cache-dir", str(compare_cache)]
-            for run in ("cold", "warm"):
-                wall, log = timed(compare, env)
-                scored = {spec: float(t) for spec, t in SCORED.findall(log)}
-                if set(scored) != set(args.compare):
-                    sys.exit(f"compare logged verification times of {sorted(scored)}, expected {args.compare}")
-                rows += [(f"explain.py compare {run}, verification of `{spec}`", t, bares[spec])
-                         for spec, t in scored.items()]
-                rows += [(f"explain.py compare {run}, verification of all models", sum(scored.values()),
-                          sum(bares.values())),
-                         (f"explain.py compare {run}, whole command (with 2-pair explainers, latency)", wall,
-                          sum(bares.values()))]
+            compare_rows, summary = compare_rounds(args, cmp_faces, batch, Path(tmp), env)
+            rows += compare_rows
+            summaries.append(summary)
         if args.train_config:
             os.environ["XCOS_CACHE_DIR"] = str(cache)  # the copied landmarks; faces go to the folders named below
             epoch_rows, bare, summary = epoch_validation(args, faces, batch, Path(tmp) / "epoch_faces")

@@ -5,12 +5,13 @@ mmap threshold is mapped and unmapped per allocation, and freed memory at the to
 the kernel once it passes the trim threshold: every forward then takes fresh pages and the kernel zeroes them on
 first touch. Measured on ``explain.py verify`` of LFW (MobileFaceNet, flip TTA, warm face cache, 2-core AMD
 EPYC, BENCHMARKS.md "Evaluation at the speed of the model"): 12.2 M minor page faults and 28 s of system time
-per run with the defaults; 0.12-0.14 M faults and 2 s with both thresholds at 256 MiB (either one alone did
+per run with the defaults; 0.14 M faults and 2 s with both thresholds at 256 MiB (either one alone did
 not help: 13.6 M and 65 M faults).
 
 :func:`retain_freed_memory` sets both thresholds with glibc's documented ``mallopt``: the same as starting the
 process with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``. The cost: up to 256 MiB of freed memory
-stays resident instead of going back to the system (peak RSS of that verify: 1.32 GB either way).
+stays resident instead of going back to the system (peak RSS of that verify: 1.32 GB either way). The kz25
+training step ran about 1.3x faster with it (BENCHMARKS.md, "The CPU allocator setting in training").
 """
 from __future__ import annotations
 

@@ -50,10 +50,11 @@ def default_batch_size(device: torch.device | str) -> int:
     """Pairs per forward pass of evaluation on ``device`` (``2x`` faces, each with its mirror): 4 on a CPU,
     256 on a GPU (512 faces of 112 x 112 per forward, to keep it busy; not measured: no GPU was lent).
 
-    Why so few on a CPU: from 16 faces per forward up, each forward page-faults its activations in again. The
-    folded MobileFaceNet with flip TTA on 768 LFW faces, 2-core AMD EPYC (``benchmarks/bench_eval.py
-    --batch-sweep 768``, BENCHMARKS.md): 4.03 ms per face at 8 faces per forward (3.1 k minor faults per pass)
-    against 7.02 at 16, 9.82 at 32, 12.91 at 64 and 13.99 at 128 (6.8 M faults)."""
+    Why so few on a CPU: larger forwards page-fault their activations in again. The folded MobileFaceNet with
+    flip TTA on 768 LFW faces, 2-core AMD EPYC (``benchmarks/bench_eval.py --batch-sweep 768``, BENCHMARKS.md):
+    with glibc's default allocator 4.03 ms per face at 8 faces per forward (3.1 k minor faults per pass) against
+    7.02 at 16 and 13.99 at 128 (6.8 M faults); with ``cpu_allocator.retain_freed_memory`` (as the commands run)
+    4.40 at 8, 5.02-5.04 at 16-32 (no faults) and 7.86 at 128 (2.2 M faults)."""
     return 256 if torch.device(device).type == "cuda" else 4
 
 
