@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from xcos_lightning.align.cache import LandmarkCache
 from xcos_lightning.align.detectors import Detector, Face, create_detector
-from xcos_lightning.align.transform import alignment_matrix, scale_of, warp_face
+from xcos_lightning.align.transform import alignment_matrix, warp_face
 from xcos_lightning.errors import DataFormatError
 
 ON_MISS = ("error", "crop", "skip")
@@ -149,10 +149,6 @@ class FaceAligner:
         """``(N, 2, 3)``: :meth:`matrix` of each of ``faces``, in one call."""
         points = np.stack([f.points for f in faces]) if faces else np.zeros((0, 5, 2))
         return alignment_matrix(points, self.size)
-
-    def upscale(self, face: Face) -> float:
-        """How much aligning ``face`` enlarges it (> 2: a small face, see ``MAX_UPSCALE``)."""
-        return scale_of(self.matrix(face))
 
     def warp(self, photo: np.ndarray, face: Face) -> np.ndarray:
         """The aligned face, uint8 RGB ``(H, W, 3)`` for ``size = (H, W)``."""

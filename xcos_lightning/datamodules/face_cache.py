@@ -49,8 +49,10 @@ def set_key(names: list[str], shape: tuple[int, int]) -> str:
     return digest.hexdigest()
 
 
-def _crc(rows: np.ndarray) -> list[int]:
-    return [zlib.crc32(np.ascontiguousarray(row).data) for row in rows]
+def _crc(faces: np.ndarray, rows: Iterable[int]) -> list[int]:
+    """CRC-32 of each of ``rows`` of uint8 ``faces`` ``(M, H, W, 3)``, read in place (a memory map is not copied)."""
+    plain = np.asarray(faces)
+    return [zlib.crc32(np.ascontiguousarray(plain[i]).data) for i in rows]
 
 
 class FaceCache:
@@ -90,8 +92,7 @@ class FaceCache:
         decoded again (one pass over the file: ~0.3 s for LFW's 7,701 faces)."""
         faces, valid, crc = self._map(key, row_keys, shape)
         rows = np.flatnonzero(valid)
-        mapped = np.asarray(faces) if faces is not None else None  # a plain view: row by row, nothing copied
-        bad = [int(i) for i in rows if zlib.crc32(mapped[i].data) != crc[i]]
+        bad = [int(i) for i, c in zip(rows, _crc(faces, rows)) if c != crc[i]] if len(rows) else []
         if bad:
             warnings.warn(f"face cache {self.path(key)}: {len(bad)} rows fail their checksum (first: row "
                           f"{bad[0]}); decoding them again", RuntimeWarning, stacklevel=2)
@@ -151,7 +152,7 @@ class FaceFileWriter:
             raise RuntimeError(f"face cache {self.path}: {len(missing)} rows never filled (first {missing[0]})")
         if isinstance(self.faces, np.memmap):
             self.faces.flush()
-        header = json.dumps({"keys": self.keys, "shape": list(self.shape), "crc": _crc(self.faces)}).encode()
+        header = json.dumps({"keys": self.keys, "shape": list(self.shape), "crc": _crc(self.faces, range(len(self.keys)))}).encode()
         del self.faces
         with open(self.tmp, "r+b") as f:
             f.seek(0, os.SEEK_END)
