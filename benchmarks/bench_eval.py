@@ -6,8 +6,9 @@ One run prints, for one pair set (default: the 6,000 LFW pairs, 7,701 distinct i
   already decoded into memory, under inference mode: the time evaluation cannot go below;
 - ``verify cold`` / ``verify warm``: the wall time of the whole ``explain.py verify`` command (start-up, set
   loading, decoding in ``--workers`` DataLoader workers, forwards, metrics) with an empty face cache, then again
-  with the cache it filled, in ``--rounds`` rounds, each after its own bare forward; with ``--align mtcnn`` the landmark cache is copied in first, so *cold* means no
-  decoded face is cached (detection itself is measured in BENCHMARKS.md, "Face detection and alignment");
+  with the cache it filled, in ``--rounds`` rounds, each after its own bare forward; with ``--align mtcnn`` the
+  landmark cache is copied in first, so *cold* means no decoded face is cached (detection itself is measured in
+  BENCHMARKS.md, "Face detection and alignment");
 - with ``--train-config``: the validation a training epoch of that config runs (its model and data module built
   as ``train.py fit`` builds them, ``Trainer.validate`` in this process): cold (``prepare_data`` filling an empty
   face cache, then the validation: a fit's first epoch) and ``--rounds`` warm rounds (every later epoch),
@@ -148,10 +149,10 @@ def distinct_faces(args: argparse.Namespace, size: tuple[int, int], limit: int |
 
 
 def epoch_validation(args: argparse.Namespace, faces: torch.Tensor, batch: int, face_cache: Path):
-    """(rows, median bare forward seconds, summary line) of the validation a training epoch of ``--train-config`` runs, timed in
-    this process: the config's model and data module as ``train.py fit`` builds them, then ``Trainer.validate``
-    (set-up, DataLoader workers, forwards of the folded copy, metrics), interleaved with the bare forward of the
-    same model, ``--rounds`` warm rounds.
+    """(rows, median bare forward seconds, summary line) of the validation a training epoch of ``--train-config``
+    runs, timed in this process: the config's model and data module as ``train.py fit`` builds them, then
+    ``Trainer.validate`` (set-up, DataLoader workers, forwards of the folded copy, metrics), interleaved with the
+    bare forward of the same model, ``--rounds`` warm rounds.
 
     *Cold* is the first epoch of a fit with an empty face cache: ``prepare_data`` (once per fit: decode, align
     and cache every face) plus the validation; *warm* is every later epoch's (and a later fit's) validation. The

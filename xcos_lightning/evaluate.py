@@ -76,7 +76,8 @@ def forward_copy(model: nn.Module) -> nn.Module:
     """The model evaluation's forwards run: on a CPU ``fast_model(model, channels_last=False)``, BatchNorm folded
     (the same scores within float rounding; on the 2-core AMD EPYC 0.68x the time of the model as loaded at 128
     faces per forward, where channels-last gained nothing, alone 0.99x or on top of folding 0.69x:
-    ``benchmarks/bench_eval.py --forward-variants``; 0.82x at the CPU's 8 faces per forward), elsewhere ``model`` itself (prepared by ``prepare_for_device``; folding not measured)."""
+    ``benchmarks/bench_eval.py --forward-variants``; 0.82x at the CPU's 8 faces per forward), elsewhere ``model``
+    itself (prepared by ``prepare_for_device``; folding not measured)."""
     return fast_model(model, channels_last=False) if model_device(model).type == "cpu" else model
 
 
@@ -105,8 +106,9 @@ def per_distinct_image(fn, model: nn.Module, pair_set: PairSet, batch_size: int,
     run on the device of ``model``'s parameters; ``batch_size`` counts pairs (2x faces per forward). With
     ``cache``, faces are read from / written to it (see :class:`DistinctImages`); on a CPU the faces it misses
     are decoded into it first, in ``num_workers`` workers, and the forwards run after: the forward uses every
-    core, and one decoding worker beside it slowed LFW's forwards from 34.1 s to 45.2 s, for 4.2 s of decoding (0.54 ms per face on one core)
-    (cProfile of ``explain.py verify``, 2-core AMD EPYC; BENCHMARKS.md "Evaluation at the speed of the model")."""
+    core, and one decoding worker beside it slowed LFW's forwards from 34.1 s to 45.2 s, for 4.2 s of decoding
+    (0.54 ms per face on one core; cProfile of ``explain.py verify``, 2-core AMD EPYC; BENCHMARKS.md "Evaluation
+    at the speed of the model")."""
     device, images = model_device(model), DistinctImages(pair_set, cache)
     if device.type == "cpu":
         images.fill(num_workers, progress=progress, desc=f"{desc}: decoding")

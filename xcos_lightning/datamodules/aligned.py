@@ -43,6 +43,10 @@ def read_source(source: Source) -> bytes:
         raise DataFormatError(f"{source}: cannot read the image file ({exc.strerror or exc})") from exc
 
 
+def _where(name: str, source: Source) -> str:
+    return f"{name}: {source if isinstance(source, Path) else 'image'}"
+
+
 class SourceAlignment:
     """The chosen :class:`Face` of each of ``sources`` (``faces``; ``None``: no face, the caller's centre crop is
     used), its ``(2, 3)`` photo -> template matrix (``matrices``; ``None`` where ``faces`` is), every face found
@@ -67,7 +71,7 @@ class SourceAlignment:
                                desc=f"{name}: detecting faces")
         faces = []
         for source, in_photo in zip(unique, found):
-            where = f"{name}: {source if isinstance(source, Path) else 'image'}"
+            where = _where(name, source)
             # the photo's size only picks among several faces (nearest the centre): read for those alone
             shape = image_shape(source, where) if len(in_photo) > 1 and aligner.face is None else None
             located = aligner.choose(in_photo, shape, where)
@@ -80,7 +84,7 @@ class SourceAlignment:
         self._count()
         if self.misses:
             fallback = "left out" if drops_misses else "centre-cropped instead"
-            missed = [f"{name}: {s if isinstance(s, Path) else 'image'}" for s, f in zip(sources, self.faces) if f is None]
+            missed = [_where(name, s) for s, f in zip(sources, self.faces) if f is None]
             warnings.warn(f"{name}: no face found in {self.misses} of {len(sources)} images (detector "
                           f"{aligner.key}); {fallback}, e.g. {missed[:3]}", RuntimeWarning, stacklevel=2)
         if self.small:

@@ -152,7 +152,8 @@ class FaceFileWriter:
             raise RuntimeError(f"face cache {self.path}: {len(missing)} rows never filled (first {missing[0]})")
         if isinstance(self.faces, np.memmap):
             self.faces.flush()
-        header = json.dumps({"keys": self.keys, "shape": list(self.shape), "crc": _crc(self.faces, range(len(self.keys)))}).encode()
+        crc = _crc(self.faces, range(len(self.keys)))
+        header = json.dumps({"keys": self.keys, "shape": list(self.shape), "crc": crc}).encode()
         del self.faces
         with open(self.tmp, "r+b") as f:
             f.seek(0, os.SEEK_END)
